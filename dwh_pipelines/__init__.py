@@ -1,0 +1,1 @@
+"""Warehouse layers L1-L5: one folder per table plus the runner (issues #3-#4)."""

@@ -1,0 +1,1 @@
+"""Roles, logins and grants declared in YAML, applied and checked (issue #6)."""

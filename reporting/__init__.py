@@ -1,0 +1,1 @@
+"""Plotly figures over the reporting views and their HTML rendering (issue #7)."""

@@ -1,0 +1,210 @@
+"""The ``strata`` command line (typer + rich).
+
+User mistakes and environment problems (``StrataError``) print one red line and exit 1;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from strata.errors import StrataError
+from strata.settings import DATABASES, Settings, load_settings
+
+app = typer.Typer(
+    help="Strata: JSON-lines events in S3 to a governed PostgreSQL warehouse.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded PostgreSQL and S3 (unless external ones are configured) and bootstrap."""
+    from strata.services import up as services_up
+
+    started = time.monotonic()
+    with console.status("starting services and bootstrapping…"):
+        info = services_up(_settings())
+    for item in info["created"]:
+        console.print(f"  created {item}")
+    _print_status(info)
+    console.print(f"[green]up[/green] in {time.monotonic() - started:.1f} s")
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded services; data stays under $STRATA_HOME."""
+    from strata.services import down as services_down
+
+    stopped = services_down(_settings())
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Services, database DSNs (password-free), S3 endpoint and buckets."""
+    from strata.services import status as services_status
+
+    info = services_status(_settings())
+    if as_json:
+        out.print_json(json.dumps(info))
+    else:
+        _print_status(info)
+
+
+def _print_status(info: dict) -> None:
+    """Plain lines, never wrapped, so a DSN can be copied straight from the terminal."""
+    out.print(f"[bold]Strata[/bold] at {info['home']}", soft_wrap=True)
+    for name, svc in info["services"].items():
+        running = svc.get("running")
+        state = {True: "[green]running[/green]", False: "[red]stopped[/red]"}.get(running, "")
+        where = svc.get("endpoint") or svc.get("address") or ""
+        extra = f"  credentials: {svc['credentials_from']}" if svc.get("credentials_from") else ""
+        out.print(f"  {name:<12} {svc['mode']:<9} {state} {where}{extra}", soft_wrap=True)
+    for db, d in info["databases"].items():
+        out.print(f"  {db:<12} {d.get('dsn') or d.get('error', '')}", soft_wrap=True)
+    for role, url in info["locations"].items():
+        out.print(f"  {role + ' at':<12} {url}", soft_wrap=True)
+
+
+@app.command()
+def init() -> None:
+    """Create the databases, schemas and buckets (idempotent; `up` does it too)."""
+    from strata.bootstrap import bootstrap
+
+    report = bootstrap(_settings())
+    if report.created:
+        for item in report.created:
+            console.print(f"  created {item}")
+    else:
+        console.print("everything already exists; nothing changed")
+
+
+class Layout(str, Enum):
+    flat = "flat"
+    nested = "nested"
+
+
+@app.command()
+def simulate(
+    organizations: Annotated[int, typer.Option(min=1, help="Organizations (clients).")] = 2,
+    vehicles: Annotated[int, typer.Option(min=1, help="Vehicles in the fleet.")] = 10,
+    minutes: Annotated[int, typer.Option(min=1, help="Simulated minutes.")] = 60,
+    start: Annotated[
+        str, typer.Option(help="Start time, ISO-8601 (UTC if no zone).")
+    ] = "2019-06-01T08:00:00Z",
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    defects: Annotated[bool, typer.Option("--defects", help="Mix in real-world defects.")] = False,
+    layout: Annotated[Layout, typer.Option(help="flat *.json or nested YYYY/MM/DD/HH/MM/*.txt")] = Layout.flat,
+    target: Annotated[
+        str | None, typer.Option(help="Where to write (default: STRATA_SOURCE_URL).")
+    ] = None,
+) -> None:
+    """Write a simulated door2door fleet as JSON-lines files into the source location."""
+    from datalake_pipelines.source_simulator import SimulationConfig, simulate as run_sim
+    from strata.objectstore import open_store
+
+    try:
+        start_at = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        raise StrataError(f"--start {start!r} is not an ISO-8601 timestamp") from None
+    if start_at.tzinfo is None:
+        start_at = start_at.replace(tzinfo=UTC)
+    settings = _settings()
+    location = target or settings.source_url
+    store = open_store(location, settings)
+    config = SimulationConfig(
+        organizations=organizations,
+        vehicles=vehicles,
+        minutes=minutes,
+        start=start_at.astimezone(UTC),
+        seed=seed,
+        defects=defects,
+        layout=layout.value,
+    )
+    began = time.monotonic()
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} min"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("simulate", total=minutes)
+        result = run_sim(
+            config,
+            store,
+            settings.home / "simulator",
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    seconds = time.monotonic() - began
+    console.print(
+        f"wrote {result.events:,} events in {result.files:,} files "
+        f"({result.bytes / 1e6:.1f} MB) to {store.url} in {seconds:.1f} s"
+    )
+    if result.defects:
+        kinds = ", ".join(f"{k}={v}" for k, v in sorted(result.defects.items()))
+        console.print(f"defects injected: {kinds}")
+        console.print(f"manifest: {result.manifest_path}")
+
+
+@app.command("sql")
+def sql_command(
+    db: Annotated[str, typer.Argument(help=f"One of {', '.join(DATABASES)}.")],
+    query: Annotated[str, typer.Argument(help="One SQL statement.")],
+) -> None:
+    """Run one statement as the pipeline and print the result as CSV on stdout."""
+    import psycopg
+
+    from strata.db import connect
+
+    if db not in DATABASES:
+        raise StrataError(f"unknown database {db!r}; expected one of {', '.join(DATABASES)}")
+    with connect(_settings(), db) as conn, conn.cursor() as cur:
+        try:
+            cur.execute(query)
+        except psycopg.Error as exc:
+            raise StrataError(f"{db}: {str(exc).strip()}") from None
+        if cur.description is None:
+            console.print(cur.statusmessage or "ok")
+            return
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([col.name for col in cur.description])
+        while rows := cur.fetchmany(10_000):
+            writer.writerows(rows)
+
+
+def main() -> None:
+    try:
+        app()
+    except StrataError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

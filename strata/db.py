@@ -1,0 +1,111 @@
+"""The one connection factory for raw_db, staging_db, semantic_db and dwh_db.
+
+Embedded: TCP to 127.0.0.1 with scram-sha-256; the password lives in a libpq passfile under
+``$STRATA_HOME/secrets`` so every DSN Strata prints is usable as is and contains no secret.
+External: ``STRATA_PG_DSN`` (one server for all four, database name replaced) or the
+per-database ``STRATA_<DB>_DSN``; a password missing from the DSN comes from
+``STRATA_PG_PASSWORD`` / ``STRATA_PG_PASSWORD_FILE`` (or libpq's own PGPASSFILE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from strata.errors import ConfigError, StrataError
+from strata.settings import DATABASES, DbName, Settings
+
+MAINTENANCE_DB = "postgres"
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one database: libpq parameters plus where the password comes from."""
+
+    params: dict[str, str]
+    password: str | None
+    password_source: str
+
+    @property
+    def conninfo(self) -> str:
+        return make_conninfo(**self.params)
+
+    @property
+    def url(self) -> str:
+        """A password-free ``postgresql://`` URL for people and tools."""
+        p = self.params
+        user = f"{p['user']}@" if p.get("user") else ""
+        port = f":{p['port']}" if p.get("port") else ""
+        extra = "&".join(
+            f"{k}={v}" for k, v in p.items() if k not in ("host", "port", "user", "dbname")
+        )
+        return f"postgresql://{user}{p.get('host', '')}{port}/{p.get('dbname', '')}" + (
+            f"?{extra}" if extra else ""
+        )
+
+
+def _check_db(db: str) -> None:
+    if db not in DATABASES and db != MAINTENANCE_DB:
+        raise ConfigError(f"unknown database {db!r}; expected one of {', '.join(DATABASES)}")
+
+
+def target(settings: Settings, db: str, *, admin: bool = False) -> Target:
+    """Connection parameters for ``db`` as the pipeline (or as the admin, for bootstrap)."""
+    _check_db(db)
+    if settings.embedded_pg:
+        from strata.services.postgres import ADMIN_USER, PIPELINE_USER, EmbeddedPostgres
+
+        pg = EmbeddedPostgres(settings)
+        port = pg.status().port
+        if port is None:
+            raise StrataError("the embedded PostgreSQL has never been started; run `strata up`")
+        return Target(
+            params={
+                "host": "127.0.0.1",
+                "port": str(port),
+                "dbname": db,
+                "user": ADMIN_USER if admin else PIPELINE_USER,
+                "passfile": str(pg.passfile),
+                "sslmode": "disable",
+            },
+            password=None,
+            password_source=str(pg.passfile),
+        )
+    if admin:
+        base = settings.pg_admin_dsn or settings.pg_dsn
+        if base is None:
+            base = settings.database_dsn_override(db) if db in DATABASES else None  # type: ignore[arg-type]
+    else:
+        base = (settings.database_dsn_override(db) if db in DATABASES else None) or settings.pg_dsn  # type: ignore[arg-type]
+    if base is None:
+        raise ConfigError(f"no DSN for {db}: set STRATA_PG_DSN or STRATA_{db.upper()}_DSN")
+    params = {k: str(v) for k, v in conninfo_to_dict(base).items()}
+    params["dbname"] = db
+    inline = params.pop("password", None)
+    if inline is not None:
+        return Target(params, inline, "the DSN")
+    if settings.pg_password is not None:
+        source = (
+            f"STRATA_PG_PASSWORD_FILE ({settings.pg_password_file})"
+            if settings.pg_password_file
+            else "STRATA_PG_PASSWORD"
+        )
+        return Target(params, settings.pg_password.get_secret_value(), source)
+    return Target(params, None, params.get("passfile", "libpq defaults (PGPASSFILE, ~/.pgpass)"))
+
+
+def connect(
+    settings: Settings, db: str, *, admin: bool = False, autocommit: bool = False
+) -> psycopg.Connection:
+    """Open a connection; errors name the database and the password-free DSN."""
+    t = target(settings, db, admin=admin)
+    extra = {"password": t.password} if t.password is not None else {}
+    try:
+        return psycopg.connect(
+            t.conninfo, autocommit=autocommit, application_name="strata", **extra
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise StrataError(f"cannot connect to {db} at {t.url}: {reason}") from exc
