@@ -78,9 +78,7 @@ def _databases(settings: Settings, report: BootstrapReport) -> None:
 
 def _schemas(settings: Settings, db: DbName, report: BootstrapReport) -> None:
     with connect(settings, db, autocommit=True) as conn:
-        existing = {
-            row[0] for row in conn.execute("select nspname from pg_namespace").fetchall()
-        }
+        existing = {row[0] for row in conn.execute("select nspname from pg_namespace").fetchall()}
         for schema in SCHEMAS[db]:
             if schema in existing:
                 continue

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -100,7 +100,7 @@ def init() -> None:
         console.print("everything already exists; nothing changed")
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     flat = "flat"
     nested = "nested"
 
@@ -115,13 +115,16 @@ def simulate(
     ] = "2019-06-01T08:00:00Z",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
     defects: Annotated[bool, typer.Option("--defects", help="Mix in real-world defects.")] = False,
-    layout: Annotated[Layout, typer.Option(help="flat *.json or nested YYYY/MM/DD/HH/MM/*.txt")] = Layout.flat,
+    layout: Annotated[
+        Layout, typer.Option(help="flat *.json or nested YYYY/MM/DD/HH/MM/*.txt")
+    ] = Layout.flat,
     target: Annotated[
         str | None, typer.Option(help="Where to write (default: STRATA_SOURCE_URL).")
     ] = None,
 ) -> None:
     """Write a simulated door2door fleet as JSON-lines files into the source location."""
-    from datalake_pipelines.source_simulator import SimulationConfig, simulate as run_sim
+    from datalake_pipelines.source_simulator import SimulationConfig
+    from datalake_pipelines.source_simulator import simulate as run_sim
     from strata.objectstore import open_store
 
     try:

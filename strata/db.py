@@ -15,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from strata.errors import ConfigError, StrataError
-from strata.settings import DATABASES, DbName, Settings
+from strata.settings import DATABASES, Settings
 
 MAINTENANCE_DB = "postgres"
 

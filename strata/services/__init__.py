@@ -103,9 +103,11 @@ def status(settings: Settings) -> dict[str, Any]:
             "credentials_from": (
                 "STRATA_S3_SECRET_ACCESS_KEY_FILE"
                 if settings.s3_secret_access_key_file
-                else "STRATA_S3_SECRET_ACCESS_KEY"
-                if settings.s3_secret_access_key
-                else "boto3 default chain"
+                else (
+                    "STRATA_S3_SECRET_ACCESS_KEY"
+                    if settings.s3_secret_access_key
+                    else "boto3 default chain"
+                )
             ),
         }
     out["locations"] = {"source": settings.source_url, "lake": settings.lake_url}

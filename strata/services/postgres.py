@@ -174,7 +174,9 @@ class EmbeddedPostgres:
         except (FileNotFoundError, ValueError, PermissionError):
             return PgStatus(False, None, port)
         alive = _process_alive(pid, "postgres")
-        return PgStatus(alive and port is not None and port_accepts(port), pid if alive else None, port)
+        return PgStatus(
+            alive and port is not None and port_accepts(port), pid if alive else None, port
+        )
 
     def ensure_running(self) -> PgStatus:
         current = self.status()

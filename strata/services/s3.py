@@ -70,7 +70,10 @@ class EmbeddedS3:
     def credentials(self) -> dict[str, str]:
         return load_or_create_json(
             self.credentials_file,
-            {"access_key_id": "strata" + generate_secret(14), "secret_access_key": generate_secret(40)},
+            {
+                "access_key_id": "strata" + generate_secret(14),
+                "secret_access_key": generate_secret(40),
+            },
         )
 
     def ports(self) -> dict[str, int]:
@@ -111,7 +114,10 @@ class EmbeddedS3:
                 {
                     "name": "strata",
                     "credentials": [
-                        {"accessKey": creds["access_key_id"], "secretKey": creds["secret_access_key"]}
+                        {
+                            "accessKey": creds["access_key_id"],
+                            "secretKey": creds["secret_access_key"],
+                        }
                     ],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }

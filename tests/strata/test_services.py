@@ -219,8 +219,13 @@ def test_external_mode_starts_nothing(services, tmp_path: Path) -> None:  # type
     assert "strata-external-source" in {
         b["Name"] for b in s3_client(services).list_buckets()["Buckets"]
     }
-    csv_out = run_cli("sql", "dwh_db", "select current_database(), current_user", home=home, env=env)
-    assert csv_out.stdout.splitlines() == ["current_database,current_user", f"dwh_db,{PIPELINE_USER}"]
+    csv_out = run_cli(
+        "sql", "dwh_db", "select current_database(), current_user", home=home, env=env
+    )
+    assert csv_out.stdout.splitlines() == [
+        "current_database,current_user",
+        f"dwh_db,{PIPELINE_USER}",
+    ]
     down_out = run_cli("down", home=home, env=env)
     assert "nothing was running" in down_out.stderr
 
