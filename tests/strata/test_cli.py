@@ -60,9 +60,7 @@ def test_simulate_writes_into_the_source_bucket(services) -> None:  # type: igno
     keys = [o.key for o in open_store(services.source_url, services).list()]
     assert keys and all(k.endswith("-events.json") for k in keys)
     written = int(result.stderr.split("wrote ", 1)[1].split(" events", 1)[0].replace(",", ""))
-    lines = sum(
-        len(open_store(services.source_url, services).get(k).splitlines()) for k in keys
-    )
+    lines = sum(len(open_store(services.source_url, services).get(k).splitlines()) for k in keys)
     assert lines == written
 
 

@@ -37,7 +37,10 @@ def test_external_servers_switch_off_embedding(tmp_path: Path) -> None:
     assert settings.s3_endpoint_url == "https://s3.eu-central-1.amazonaws.com"
     per_db = load_settings(
         _env_file=None,
-        **{f"{db}_dsn": f"postgresql://u@h/{db}" for db in ("raw_db", "staging_db", "semantic_db", "dwh_db")},
+        **{
+            f"{db}_dsn": f"postgresql://u@h/{db}"
+            for db in ("raw_db", "staging_db", "semantic_db", "dwh_db")
+        },
     )
     assert not per_db.embedded_pg
     only_local = load_settings(
