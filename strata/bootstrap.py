@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from strata.audit import ensure_audit_schema
 from strata.db import MAINTENANCE_DB, connect, target
 from strata.objectstore import is_s3_url, s3_client, split_s3_url
 from strata.settings import DATABASES, DbName, Settings
@@ -84,6 +85,10 @@ def _schemas(settings: Settings, db: DbName, report: BootstrapReport) -> None:
                 continue
             conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
             report.add(f"schema {db}.{schema}")
+        exists = conn.execute("select to_regclass('audit.etl_runs')").fetchone()
+        if exists is None or exists[0] is None:
+            ensure_audit_schema(conn)
+            report.add(f"{db}: audit tables")
         if "public" in existing:
             has_create = conn.execute(
                 "select has_schema_privilege('public', 'public', 'CREATE')"

@@ -166,10 +166,65 @@ def simulate(
         f"wrote {result.events:,} events in {result.files:,} files "
         f"({result.bytes / 1e6:.1f} MB) to {store.url} in {seconds:.1f} s"
     )
-    if result.defects:
-        kinds = ", ".join(f"{k}={v}" for k, v in sorted(result.defects.items()))
+    injected = {k: v for k, v in result.defects.items() if v}
+    if injected:
+        kinds = ", ".join(f"{k}={v}" for k, v in sorted(injected.items()))
         console.print(f"defects injected: {kinds}")
         console.print(f"manifest: {result.manifest_path}")
+
+
+@app.command("run")
+def run_command(
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild the layers from the lake.")
+    ] = False,
+) -> None:
+    """Run every stage in order (what main_dag runs), without Airflow."""
+    from strata.pipeline import run
+
+    settings = _settings()
+    began = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        summary = run(settings, full_refresh=full_refresh, progress=progress)
+    lake, raw = summary.stages["lake"], summary.stages["raw"]
+    out.print(
+        f"lake: {lake['objects_ingested']} new objects ({lake['objects_seen']} seen), "
+        f"{lake['lines']:,} lines -> {lake['rows_accepted']:,} accepted, "
+        f"{lake['rows_quarantined']:,} quarantined in {lake['seconds']} s",
+        soft_wrap=True,
+    )
+    if lake["quarantine_reasons"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(lake["quarantine_reasons"].items()))
+        out.print(f"  quarantine reasons: {reasons}", soft_wrap=True)
+    if lake["schema_drift_fields"]:
+        drift = ", ".join(f"{k}={v}" for k, v in sorted(lake["schema_drift_fields"].items()))
+        out.print(f"  schema drift (kept in raw.events.extra): {drift}", soft_wrap=True)
+    if lake["ignored_objects"]:
+        out.print(
+            f"  ignored {lake['ignored_objects']} objects not named like source files (see log)"
+        )
+    out.print(
+        f"raw:  {raw['batches_loaded']} batches, {raw['rows_loaded']:,} rows loaded in {raw['seconds']} s",
+        soft_wrap=True,
+    )
+    out.print(
+        f"run {summary.run_id} in {time.monotonic() - began:.1f} s; log: {summary.log_path}",
+        soft_wrap=True,
+    )
 
 
 @app.command("sql")

@@ -1,0 +1,1 @@
+"""Source → lake: each source object exactly once into parquet, bad lines into quarantine."""

@@ -1,0 +1,403 @@
+"""door2door JSON lines → Arrow columns, with every rejected line kept and explained.
+
+Pure: bytes in, a table of accepted events plus a list of quarantined lines out. Each line of
+the source object ends up in exactly one of the two (conservation is tested), and a rejected
+line carries its raw text, line number and a reason code:
+
+| reason | what was wrong |
+|---|---|
+| ``invalid_utf8`` | the line is not UTF-8 |
+| ``blank_line`` | an empty line |
+| ``malformed_json`` | not valid JSON |
+| ``truncated_line`` | the last line has no newline and is not valid JSON (a cut-off upload) |
+| ``not_an_object`` | valid JSON but not an object |
+| ``missing_required_field`` | event, on, at, data.id, organization_id, or a period's start/finish |
+| ``invalid_type`` | a field of the wrong JSON type |
+| ``unknown_event_type`` | an ``event``/``on`` combination outside the source contract |
+| ``timestamp_without_zone`` | a timestamp with no UTC offset: ambiguous, so rejected |
+| ``invalid_timestamp`` | a timestamp that does not parse |
+| ``out_of_range_coordinate`` | latitude outside [-90, 90] or longitude outside [-180, 180] |
+
+Unknown extra fields are not a reason to reject: they are kept verbatim in the ``extra`` JSON
+column (keyed by their path, e.g. ``data.battery_level``) and counted as schema drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+ALLOWED_EVENTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("vehicle", "register"),
+        ("vehicle", "update"),
+        ("vehicle", "deregister"),
+        ("vehicle", "break_start"),
+        ("vehicle", "break_end"),
+        ("operating_period", "create"),
+        ("operating_period", "delete"),
+    }
+)
+TOP_FIELDS = frozenset({"event", "on", "at", "data", "organization_id"})
+DATA_FIELDS = frozenset({"id", "location", "start", "finish"})
+LOCATION_FIELDS = frozenset({"lat", "lng", "at"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = 1_000_000
+
+
+class Reject(Exception):
+    """A line that breaks the source contract (reason code + human detail)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    line_number: int
+    reason: str
+    detail: str
+    raw_line: str
+
+
+@dataclass
+class Parsed:
+    table: pa.Table  # accepted rows, PARSED_SCHEMA, ordered by line_number
+    quarantined: list[Quarantined]
+    lines: int
+    drift_fields: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return self.table.num_rows
+
+
+def _timestamp_us(value: object, name: str) -> int:
+    if not isinstance(value, str):
+        raise Reject(
+            "invalid_type" if value is not None else "missing_required_field",
+            f"{name} is {value!r}",
+        )
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Reject("invalid_timestamp", f"{name} {value!r} is not ISO-8601") from None
+    if parsed.tzinfo is None:
+        raise Reject("timestamp_without_zone", f"{name} {value!r} has no UTC offset")
+    # exact integer arithmetic: no float rounding of microseconds
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
+
+
+def _coordinate(value: object, name: str, limit: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Reject("invalid_type", f"{name} is {value!r}, not a number")
+    if not -limit <= value <= limit:
+        raise Reject("out_of_range_coordinate", f"{name} {value} outside [-{limit:g}, {limit:g}]")
+    return float(value)
+
+
+def _text(value: object, name: str) -> str:
+    if value is None:
+        raise Reject("missing_required_field", f"{name} is missing")
+    if not isinstance(value, str) or not value:
+        raise Reject("invalid_type", f"{name} is {value!r}, not a non-empty string")
+    return value
+
+
+COLUMNS = (
+    "line_number", "event", "on", "at", "entity_id", "organization_id", "location_lat",
+    "location_lng", "location_at", "period_start", "period_finish", "extra",
+)  # fmt: skip
+
+
+def _parse_line(raw: bytes, *, truncated: bool) -> tuple[tuple, dict | None]:
+    if not raw.strip():
+        raise Reject("blank_line", "empty line")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise Reject("invalid_utf8", f"not UTF-8 at byte {bad.start}") from None
+        if truncated:
+            raise Reject(
+                "truncated_line", f"last line has no newline and is cut off: {exc}"
+            ) from None
+        raise Reject("malformed_json", str(exc)) from None
+    if not isinstance(obj, dict):
+        raise Reject("not_an_object", f"a JSON {type(obj).__name__}, not an object")
+    event = obj.get("event")
+    on = obj.get("on")
+    if event is None or on is None:
+        raise Reject("missing_required_field", "event" if event is None else "on")
+    if (on, event) not in ALLOWED_EVENTS:
+        raise Reject(
+            "unknown_event_type", f"event {event!r} on {on!r} is not in the source contract"
+        )
+    at = _timestamp_us(obj.get("at"), "at")
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        raise Reject(
+            "missing_required_field" if data is None else "invalid_type", f"data is {data!r}"
+        )
+    entity_id = _text(data.get("id"), "data.id")
+    organization_id = _text(obj.get("organization_id"), "organization_id")
+    lat = lng = location_at = None
+    location = data.get("location")
+    if location is not None:
+        if not isinstance(location, dict):
+            raise Reject("invalid_type", f"data.location is {location!r}")
+        lat = _coordinate(location.get("lat"), "data.location.lat", 90.0)
+        lng = _coordinate(location.get("lng"), "data.location.lng", 180.0)
+        if location.get("at") is not None:
+            location_at = _timestamp_us(location["at"], "data.location.at")
+    start = finish = None
+    if on == "operating_period":
+        start = _timestamp_us(data.get("start"), "data.start")
+        finish = _timestamp_us(data.get("finish"), "data.finish")
+    extra = None
+    if (
+        obj.keys() - TOP_FIELDS
+        or data.keys() - DATA_FIELDS
+        or (isinstance(location, dict) and location.keys() - LOCATION_FIELDS)
+    ):
+        extra = {k: v for k, v in obj.items() if k not in TOP_FIELDS}
+        extra.update({f"data.{k}": v for k, v in data.items() if k not in DATA_FIELDS})
+        if isinstance(location, dict):
+            extra.update(
+                {f"data.location.{k}": v for k, v in location.items() if k not in LOCATION_FIELDS}
+            )
+    row = (event, on, at, entity_id, organization_id, lat, lng, location_at, start, finish)
+    return row, extra
+
+
+# ---- the fast path: pyarrow's C++ JSON reader, validated column-wise -----------------------
+
+_LOCATION = pa.struct([("lat", pa.float64()), ("lng", pa.float64()), ("at", pa.string())])
+_DATA = pa.struct(
+    [("id", pa.string()), ("location", _LOCATION), ("start", pa.string()), ("finish", pa.string())]
+)
+READ_SCHEMA = pa.schema(
+    [
+        ("event", pa.string()),
+        ("on", pa.string()),
+        ("at", pa.string()),
+        ("data", _DATA),
+        ("organization_id", pa.string()),
+    ]
+)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+PARSED_SCHEMA = pa.schema(
+    [
+        ("line_number", pa.int32()),
+        ("event", pa.string()),
+        ("on", pa.string()),
+        ("at", _TIMESTAMP),
+        ("entity_id", pa.string()),
+        ("organization_id", pa.string()),
+        ("location_lat", pa.float64()),
+        ("location_lng", pa.float64()),
+        ("location_at", _TIMESTAMP),
+        ("period_start", _TIMESTAMP),
+        ("period_finish", _TIMESTAMP),
+        ("extra", pa.string()),
+    ]
+)
+# what the fast path accepts without a second look: UTC with a Z, up to microseconds
+_CLEAN_TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"
+_ALLOWED_KEYS = pa.array(sorted(f"{on}/{event}" for on, event in ALLOWED_EVENTS))
+
+
+def _read(buffer: pa.Buffer) -> pa.Table:
+    """Read JSON lines with the explicit schema (C++ reader, threads; blank lines skipped)."""
+    return pj.read_json(
+        pa.BufferReader(buffer),
+        read_options=pj.ReadOptions(use_threads=True),
+        parse_options=pj.ParseOptions(
+            explicit_schema=READ_SCHEMA,
+            unexpected_field_behavior="infer",
+            newlines_in_values=False,
+        ),
+    )
+
+
+def _bad_timestamp(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pc.fill_null(pc.invert(pc.match_substring_regex(values, _CLEAN_TS)), True)
+
+
+def _fast_rows(table: pa.Table, numbers: pa.Array) -> tuple[pa.Table, pa.Array]:
+    """Rows the column checks fully accept, and the line numbers that need the reference parser."""
+    data = table["data"].combine_chunks()
+    location = pc.struct_field(data, "location")
+    event, on, at = table["event"], table["on"], table["at"]
+    entity, org = pc.struct_field(data, "id"), table["organization_id"]
+    lat, lng = pc.struct_field(location, "lat"), pc.struct_field(location, "lng")
+    location_at = pc.struct_field(location, "at")
+    start, finish = pc.struct_field(data, "start"), pc.struct_field(data, "finish")
+    is_period = pc.fill_null(pc.equal(on, "operating_period"), False)
+    checks = [
+        pc.invert(
+            pc.fill_null(
+                pc.is_in(pc.binary_join_element_wise(on, event, "/"), value_set=_ALLOWED_KEYS),
+                False,
+            )
+        ),
+        _bad_timestamp(at),
+        pc.fill_null(pc.less_equal(pc.utf8_length(entity), 0), True),
+        pc.fill_null(pc.less_equal(pc.utf8_length(org), 0), True),
+        pc.fill_null(pc.greater(pc.abs(lat), 90.0), False),
+        pc.fill_null(pc.greater(pc.abs(lng), 180.0), False),
+        pc.and_(pc.is_valid(location_at), _bad_timestamp(location_at)),
+        pc.and_(is_period, pc.or_(_bad_timestamp(start), _bad_timestamp(finish))),
+    ]
+    # unknown extra fields: the reference parser keeps them verbatim in `extra`
+    for name in table.column_names:
+        if name not in READ_SCHEMA.names:
+            checks.append(pc.is_valid(table[name]))
+    for struct, known in ((data, _DATA), (location, _LOCATION)):
+        for i in range(struct.type.num_fields):
+            if struct.type.field(i).name not in known.names:
+                checks.append(pc.is_valid(pc.struct_field(struct, i)))
+    suspect = checks[0]
+    for check in checks[1:]:
+        suspect = pc.or_(suspect, check)
+    good = pc.invert(suspect)
+
+    def timestamps(values):  # type: ignore[no-untyped-def]
+        # suspect rows are decided by the reference parser; only clean values are cast here
+        return pc.if_else(suspect, pa.nulls(len(table), pa.string()), values).cast(_TIMESTAMP)
+
+    try:
+        null_ts = pa.nulls(len(table), _TIMESTAMP)
+        accepted = pa.table(
+            {
+                "line_number": numbers,
+                "event": event,
+                "on": on,
+                "at": timestamps(at),
+                "entity_id": entity,
+                "organization_id": org,
+                "location_lat": lat,
+                "location_lng": lng,
+                "location_at": timestamps(location_at),
+                "period_start": pc.if_else(is_period, timestamps(start), null_ts),
+                "period_finish": pc.if_else(is_period, timestamps(finish), null_ts),
+                "extra": pa.nulls(len(table), pa.string()),
+            },
+            schema=PARSED_SCHEMA,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # e.g. month 13 passes the pattern but not the cast: let the reference parser decide
+        return PARSED_SCHEMA.empty_table(), numbers
+    return accepted.filter(good), numbers.filter(suspect)
+
+
+def parse_object(data: bytes) -> Parsed:
+    """Parse one source object. Never raises for bad content: bad lines are quarantined.
+
+    Lines go through pyarrow's JSON reader and column-wise checks; a line the reader rejects,
+    or one the checks cannot accept outright, is handed to the reference parser, which gives
+    the reason (or accepts it, e.g. with extra fields). The result is the same as
+    ``parse_object_python`` (tested), only faster.
+    """
+    if not data:
+        return Parsed(PARSED_SCHEMA.empty_table(), [], 0, {})
+    complete = data.endswith(b"\n")
+    line_count = data.count(b"\n") + (0 if complete else 1)
+    buffer = pa.py_buffer(data)
+    try:  # the common case: every line is a JSON object of the expected shape
+        table = _read(buffer)
+    except pa.ArrowInvalid:
+        table = None
+    if table is not None and table.num_rows == line_count:
+        numbers = pa.array(np.arange(1, line_count + 1, dtype=np.int32))
+        accepted, suspects = _fast_rows(table, numbers)
+        if len(suspects) == 0:
+            return Parsed(accepted, [], line_count, {})
+        lines = data.split(b"\n")
+        if complete:
+            lines.pop()
+        reference = _parse_lines(lines, suspects.to_pylist(), complete)
+        merged = pa.concat_tables([accepted, reference.table]).sort_by("line_number")
+        return Parsed(merged, reference.quarantined, line_count, reference.drift_fields)
+    # some line is not JSON of the expected shape, or is blank: the reader stops at the first
+    # such line after reading its whole block, so retrying around each one costs more than
+    # reading the object line by line (measured: 62k lines/s either way on defect-heavy files)
+    return parse_object_python(data)
+
+
+def _parse_lines(lines: list[bytes], numbers: list[int], complete: bool) -> Parsed:
+    columns: dict[str, list] = {name: [] for name in COLUMNS}
+    quarantined: list[Quarantined] = []
+    drift: dict[str, int] = {}
+    last = len(lines)
+    for number in numbers:
+        raw = lines[number - 1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            row, extra = _parse_line(raw, truncated=(number == last and not complete))
+        except Reject as rejected:
+            quarantined.append(
+                Quarantined(
+                    number, rejected.reason, rejected.detail, raw.decode("utf-8", "replace")
+                )
+            )
+            continue
+        columns["line_number"].append(number)
+        for name, value in zip(COLUMNS[1:11], row, strict=True):
+            columns[name].append(value)
+        if extra:
+            for key in extra:
+                drift[key] = drift.get(key, 0) + 1
+            columns["extra"].append(orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode())
+        else:
+            columns["extra"].append(None)
+    table = pa.table(
+        {
+            name: (
+                pa.array(columns[name], pa.int64()).cast(PARSED_SCHEMA.field(name).type)
+                if pa.types.is_timestamp(PARSED_SCHEMA.field(name).type)
+                else pa.array(columns[name], PARSED_SCHEMA.field(name).type)
+            )
+            for name in PARSED_SCHEMA.names
+        },
+        schema=PARSED_SCHEMA,
+    )
+    return Parsed(table, quarantined, len(numbers), drift)
+
+
+def parse_object_python(data: bytes) -> Parsed:
+    """The reference parser, line by line in Python (the fast path's ground truth)."""
+    if not data:
+        return Parsed(PARSED_SCHEMA.empty_table(), [], 0, {})
+    lines = data.split(b"\n")
+    complete = lines[-1] == b""
+    if complete:
+        lines.pop()
+    parsed = _parse_lines(lines, list(range(1, len(lines) + 1)), complete)
+    return Parsed(parsed.table, parsed.quarantined, len(lines), parsed.drift_fields)
+
+
+def to_arrow(parsed: Parsed, schema: pa.Schema, constants: dict[str, object]) -> pa.Table:
+    """The accepted rows as a table of exactly ``schema`` (declared types, no guessing)."""
+    n = parsed.accepted
+    arrays = []
+    for schema_field in schema:
+        if schema_field.name in parsed.table.column_names:
+            arrays.append(parsed.table[schema_field.name].cast(schema_field.type))
+        else:
+            arrays.append(pa.repeat(pa.scalar(constants[schema_field.name], schema_field.type), n))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,1 @@
+"""Lake → raw_db: append-only binary COPY with lineage, exactly once per batch."""

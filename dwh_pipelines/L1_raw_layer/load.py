@@ -1,0 +1,174 @@
+"""Lake parquet → ``raw_db.raw.events``: append-only, binary COPY, exactly once per batch.
+
+The batches to load are the lake ledger's entries not yet in ``audit.batches`` for layer
+``raw``. A group of batches is copied and recorded in ``audit.batches`` in ONE transaction, so
+a crash at any instant leaves either all of a group or none of it; the rerun loads what is
+missing. ``full_refresh`` empties ``raw.events`` and its ledger in the same transaction as the
+first reload, so readers never see a half-empty raw layer.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
+from strata.audit import audited_step, record_batch, write_metrics
+from strata.db import connect
+from strata.faults import checkpoint
+from strata.objectstore import open_store
+from strata.profiling import Profiler
+from strata.runlog import RunLog
+from strata.settings import Settings
+from strata.transfer import copy_arrow
+
+LAYER = "raw"
+SCHEMA = "raw"
+GROUP_ROWS = 250_000  # rows per transaction: few commits, bounded memory
+
+
+@dataclass
+class LoadResult:
+    batches_loaded: int = 0
+    rows_loaded: int = 0
+    batches: list[str] = field(default_factory=list)
+
+
+def ensure_table(conn: psycopg.Connection) -> None:
+    conn.execute(
+        EVENTS.create_sql(
+            SCHEMA, extra_columns=(("loaded_at", "timestamptz not null default now()"),)
+        )
+    )
+    for statement in EVENTS.comment_sql(SCHEMA):
+        conn.execute(statement)
+
+
+def _pending(conn: psycopg.Connection) -> list[tuple[str, str, str | None, int]]:
+    return conn.execute(
+        "select o.batch_id, o.source_key, o.lake_key, o.rows_accepted"
+        " from audit.lake_objects o"
+        " where not exists (select 1 from audit.batches b"
+        "                   where b.layer = %s and b.batch_id = o.batch_id)"
+        " order by o.ingested_at, o.batch_id",
+        (LAYER,),
+    ).fetchall()
+
+
+def _groups(
+    pending: list[tuple[str, str, str | None, int]],
+) -> Iterator[list[tuple[str, str, str | None, int]]]:
+    group: list[tuple[str, str, str | None, int]] = []
+    rows = 0
+    for item in pending:
+        group.append(item)
+        rows += item[3]
+        if rows >= GROUP_ROWS:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def load(
+    settings: Settings,
+    run_id: uuid.UUID,
+    log: RunLog,
+    *,
+    full_refresh: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadResult:
+    ensure_ledger(settings)
+    lake = open_store(settings.lake_url, settings)
+    result = LoadResult()
+    profiler = Profiler(EVENTS)
+    columns = EVENTS.column_names
+    pg_types = [c.pg_type for c in EVENTS.columns]
+
+    def fetch(lake_key: str | None) -> pa.Table | None:
+        if lake_key is None:
+            return None
+        return pq.read_table(io.BytesIO(lake.get(lake_key)), schema=EVENTS.arrow_schema())
+
+    with (
+        audited_step(
+            settings,
+            "raw_db",
+            run_id=run_id,
+            layer=LAYER,
+            step="load",
+            target=f"raw_db.{SCHEMA}.{EVENTS.name}",
+            load_type="full_refresh" if full_refresh else "incremental",
+        ) as stats,
+        connect(settings, "raw_db") as conn,
+    ):
+        ensure_table(conn)
+        (previous,) = conn.execute(
+            "select count(*) from audit.batches where layer = %s", (LAYER,)
+        ).fetchone()
+        stats.previous_watermark = f"{previous} batches applied"
+        conn.commit()
+        if full_refresh:
+            conn.execute(
+                sql.SQL("truncate {}.{}").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(EVENTS.name)
+                )
+            )
+            conn.execute("delete from audit.batches where layer = %s", (LAYER,))
+            # no commit: the emptying commits with the first reloaded group
+        pending = _pending(conn)
+        if progress:
+            progress(0, len(pending))
+        done = 0
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raw") as pool:
+            for group in _groups(pending):
+                tables = list(pool.map(fetch, [item[2] for item in group]))
+                with conn.transaction():
+                    loaded = [t for t in tables if t is not None and t.num_rows]
+                    if loaded:
+                        copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, loaded)
+                    checkpoint("raw.before_commit")
+                    for (batch_id, source_key, _, _), table in zip(group, tables, strict=True):
+                        rows = table.num_rows if table is not None else 0
+                        record_batch(
+                            conn,
+                            layer=LAYER,
+                            batch_id=batch_id,
+                            source_key=source_key,
+                            rows=rows,
+                            run_id=run_id,
+                        )
+                        result.batches.append(batch_id)
+                        result.rows_loaded += rows
+                conn.commit()
+                checkpoint("raw.after_commit")
+                for table in loaded:
+                    profiler.add(table)
+                result.batches_loaded += len(group)
+                done += len(group)
+                log.event("raw.group", batches=len(group), rows=sum(t.num_rows for t in loaded))
+                if progress:
+                    progress(done, len(pending))
+        conn.commit()  # a full refresh with nothing to reload still empties the layer
+        write_metrics(
+            conn,
+            run_id=run_id,
+            layer=LAYER,
+            target=f"{SCHEMA}.{EVENTS.name}",
+            metrics=profiler.metrics(),
+        )
+        conn.commit()
+        stats.rows_in = result.rows_loaded
+        stats.rows_out = result.rows_loaded
+        stats.widen(*profiler.time_range("at"))
+        stats.details = {"batches": result.batches_loaded}
+    log.event("raw.profile", **profiler.as_dict())
+    return result

@@ -1,0 +1,70 @@
+"""Profiling metrics at every hop: one accumulator, fed batch by batch, bounded in memory.
+
+For each hop it measures rows in, out and rejected, nulls per column, distinct counts of the
+declared keys, min/max of the declared timestamp columns, and flags sensitive columns. The
+metrics go to ``audit.profile_metrics`` of the database the hop wrote and to the run log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from strata.audit import Metric
+from strata.tables import TableSpec
+
+
+class Profiler:
+    """Accumulates metrics over the Arrow batches of one hop."""
+
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        self.rows_in = 0
+        self.rows_out = 0
+        self.rows_rejected = 0
+        self.nulls = {c: 0 for c in spec.column_names}
+        self.distinct: dict[str, set] = {c: set() for c in spec.distinct_keys}
+        self.low: dict[str, object] = {}
+        self.high: dict[str, object] = {}
+
+    def add(self, table: pa.Table, *, rows_in: int | None = None, rejected: int = 0) -> None:
+        self.rows_in += table.num_rows + rejected if rows_in is None else rows_in
+        self.rows_out += table.num_rows
+        self.rows_rejected += rejected
+        if table.num_rows == 0:
+            return
+        for name in self.nulls:
+            if name in table.column_names:
+                self.nulls[name] += table[name].null_count
+        for name, seen in self.distinct.items():
+            seen.update(pc.unique(table[name]).to_pylist())
+        for name in self.spec.timestamp_columns:
+            bounds = pc.min_max(table[name])
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if low is not None and (name not in self.low or low < self.low[name]):
+                self.low[name] = low
+            if high is not None and (name not in self.high or high > self.high[name]):
+                self.high[name] = high
+
+    def time_range(self, column: str) -> tuple[object | None, object | None]:
+        return self.low.get(column), self.high.get(column)
+
+    def metrics(self) -> Iterator[Metric]:
+        yield Metric("*", "rows_in", self.rows_in)
+        yield Metric("*", "rows_out", self.rows_out)
+        yield Metric("*", "rows_rejected", self.rows_rejected)
+        for name, count in self.nulls.items():
+            yield Metric(name, "null_count", count)
+        for name, seen in self.distinct.items():
+            yield Metric(name, "distinct_count", len(seen - {None}))
+        for name in self.spec.timestamp_columns:
+            if name in self.low:
+                yield Metric(name, "min", value_text=self.low[name].isoformat())  # type: ignore[attr-defined]
+                yield Metric(name, "max", value_text=self.high[name].isoformat())  # type: ignore[attr-defined]
+        for name, tag in self.spec.sensitive_columns.items():
+            yield Metric(name, "sensitive", 1, value_text=tag)
+
+    def as_dict(self) -> dict[str, object]:
+        return {f"{m.column_name}.{m.metric}": m.value_text or m.value for m in self.metrics()}

@@ -1,0 +1,168 @@
+"""Table declarations (``table.yaml``): one source of truth for schema, DDL, COPY and profiling.
+
+A declaration names the table, its grain and keys, and its columns with a type, nullability,
+an optional sensitivity tag and a description. Everything else — the arrow schema of the lake
+files, ``CREATE TABLE``, the COPY column list, which columns profiling treats as timestamps,
+keys or sensitive — is derived here, never written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+from psycopg import sql
+
+from strata.errors import ConfigError
+
+# declared type -> (arrow type, PostgreSQL type)
+TYPES: dict[str, tuple[pa.DataType, str]] = {
+    "text": (pa.string(), "text"),
+    "int": (pa.int32(), "integer"),
+    "bigint": (pa.int64(), "bigint"),
+    "float8": (pa.float64(), "double precision"),
+    "bool": (pa.bool_(), "boolean"),
+    "timestamptz": (pa.timestamp("us", tz="UTC"), "timestamptz"),
+    "json": (pa.string(), "jsonb"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    sensitivity: str | None = None
+    description: str = ""
+
+    @property
+    def arrow_field(self) -> pa.Field:
+        metadata = {"description": self.description}
+        if self.sensitivity:
+            metadata["sensitivity"] = self.sensitivity
+        return pa.field(self.name, TYPES[self.type][0], nullable=self.nullable, metadata=metadata)
+
+    @property
+    def pg_type(self) -> str:
+        return TYPES[self.type][1]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    description: str
+    grain: str
+    keys: tuple[str, ...]
+    columns: tuple[Column, ...]
+    write_mode: str = "append"
+    timestamp_columns: tuple[str, ...] = ()
+    distinct_keys: tuple[str, ...] = ()
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def sensitive_columns(self) -> dict[str, str]:
+        return {c.name: c.sensitivity for c in self.columns if c.sensitivity}
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [c.arrow_field for c in self.columns],
+            metadata={
+                "strata.table": self.name,
+                "strata.grain": self.grain,
+                "strata.sensitive_columns": json.dumps(self.sensitive_columns),
+            },
+        )
+
+    def create_sql(
+        self, schema: str, extra_columns: tuple[tuple[str, str], ...] = ()
+    ) -> sql.Composed:
+        parts = [
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(c.name),
+                sql.SQL(c.pg_type),
+                sql.SQL("" if c.nullable else " not null"),
+            )
+            for c in self.columns
+        ]
+        parts += [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(ddl))
+            for name, ddl in extra_columns
+        ]
+        if self.keys:
+            parts.append(
+                sql.SQL("primary key ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, self.keys))
+                )
+            )
+        return sql.SQL("create table if not exists {}.{} ({})").format(
+            sql.Identifier(schema), sql.Identifier(self.name), sql.SQL(", ").join(parts)
+        )
+
+    def comment_sql(self, schema: str) -> list[sql.Composed]:
+        """Descriptions and sensitivity tags travel into the catalog (``\\d+`` shows them)."""
+        statements = [
+            sql.SQL("comment on table {}.{} is {}").format(
+                sql.Identifier(schema),
+                sql.Identifier(self.name),
+                sql.Literal(self.description.strip()),
+            )
+        ]
+        for c in self.columns:
+            text = c.description + (f" [sensitivity: {c.sensitivity}]" if c.sensitivity else "")
+            statements.append(
+                sql.SQL("comment on column {}.{}.{} is {}").format(
+                    sql.Identifier(schema),
+                    sql.Identifier(self.name),
+                    sql.Identifier(c.name),
+                    sql.Literal(text),
+                )
+            )
+        return statements
+
+
+def load_table(path: Path) -> TableSpec:
+    """Read and check one ``table.yaml``; problems name the file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read table declaration: {exc}") from exc
+    try:
+        columns = tuple(Column(**c) for c in raw["columns"])
+        spec = TableSpec(
+            name=raw["name"],
+            description=raw.get("description", ""),
+            grain=raw["grain"],
+            keys=tuple(raw.get("keys", ())),
+            columns=columns,
+            write_mode=raw.get("write_mode", "append"),
+            timestamp_columns=tuple(raw.get("timestamp_columns", ())),
+            distinct_keys=tuple(raw.get("distinct_keys", ())),
+            path=path,
+            extra={k: v for k, v in raw.items() if k not in _KNOWN},
+        )
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: invalid table declaration: {exc}") from exc
+    names = spec.column_names
+    unknown_types = [c.type for c in columns if c.type not in TYPES]
+    referenced = set(spec.keys) | set(spec.timestamp_columns) | set(spec.distinct_keys)
+    if unknown_types:
+        raise ConfigError(f"{path}: unknown column types {unknown_types}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: duplicate column names")
+    if not referenced <= set(names):
+        raise ConfigError(f"{path}: keys/timestamps name unknown columns {referenced - set(names)}")
+    return spec
+
+
+_KNOWN = {
+    "name", "description", "grain", "keys", "columns", "write_mode",
+    "timestamp_columns", "distinct_keys",
+}  # fmt: skip
