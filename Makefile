@@ -17,7 +17,8 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/strata up
-	$(BIN)/strata simulate --organizations 2 --vehicles 10 --minutes 30 --seed 42
+	$(BIN)/strata simulate --organizations 2 --vehicles 10 --minutes 30 --seed 42 --defects
+	$(BIN)/strata run
 	$(BIN)/strata status
 
 test: $(STAMP)
@@ -29,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulate.py
+	$(BIN)/python bench/bench_raw.py
 
 up down status: $(STAMP)
 	$(BIN)/strata $@
