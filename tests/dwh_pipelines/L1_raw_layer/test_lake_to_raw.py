@@ -1,0 +1,353 @@
+"""Source → lake → raw_db against the real servers: conservation, exactly-once, crashes, layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
+from strata.bootstrap import bootstrap
+from strata.db import connect
+from strata.locks import RUN_LOCK_KEY
+from strata.objectstore import open_store
+from strata.pipeline import run
+from strata.settings import Settings
+from tests.support import make_settings, run_cli
+
+# content columns only: ingested_at / loaded_at say when, not what
+CONTENT = (
+    'batch_id, source_key, line_number, event, "on", at, entity_id, organization_id,'
+    " location_lat, location_lng, location_at, period_start, period_finish, extra"
+)
+
+
+@pytest.fixture()
+def warehouse(services: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The shared servers with an empty raw_db and a source/lake prefix of this test's own."""
+    with connect(services, "raw_db", autocommit=True) as conn:
+        conn.execute("drop schema if exists raw cascade")
+        conn.execute("drop schema if exists audit cascade")
+    tag = f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
+    settings = make_settings(
+        services.home,
+        source_url=f"s3://strata-source/{tag}/data",
+        lake_url=f"s3://strata-lake/{tag}",
+    )
+    bootstrap(settings)
+    return settings
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url}
+
+
+def _checksum(settings: Settings) -> tuple[int, str]:
+    with connect(settings, "raw_db") as conn:
+        rows = conn.execute(
+            f"select {CONTENT} from raw.events order by batch_id, line_number"
+        ).fetchall()
+        quarantine = conn.execute(
+            "select batch_id, line_number, reason, raw_line from audit.quarantine order by 1, 2"
+        ).fetchall()
+    digest = hashlib.sha256(repr((rows, quarantine)).encode()).hexdigest()
+    return len(rows), digest
+
+
+def _source_lines(settings: Settings) -> dict[str, int]:
+    source = open_store(settings.source_url, settings)
+    counts = {}
+    for info in source.list():
+        data = source.get(info.key)
+        counts[info.key] = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    return counts
+
+
+def test_every_source_line_is_in_raw_or_quarantine(warehouse: Settings, tmp_path: Path) -> None:
+    result = simulate(
+        SimulationConfig(organizations=2, vehicles=8, minutes=20, seed=11, defects=True),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    summary = run(warehouse)
+    assert summary.stages["lake"]["objects_ingested"] == result.files
+    lines = _source_lines(warehouse)
+    assert sum(lines.values()) == result.events
+    with connect(warehouse, "raw_db") as conn:
+        per_object = {
+            key: (rows, quarantined)
+            for key, rows, quarantined in conn.execute(
+                "select o.source_key,"
+                " (select count(*) from raw.events e where e.batch_id = o.batch_id),"
+                " (select count(*) from audit.quarantine q where q.batch_id = o.batch_id)"
+                " from audit.lake_objects o"
+            )
+        }
+        reasons = dict(
+            conn.execute("select reason, count(*) from audit.quarantine group by 1").fetchall()
+        )
+        with_extra = conn.execute(
+            "select count(*) from raw.events where extra is not null"
+        ).fetchone()[0]
+        ledger = conn.execute(
+            "select sum(lines), sum(rows_accepted), sum(rows_quarantined) from audit.lake_objects"
+        ).fetchone()
+    assert set(per_object) == set(lines)
+    for key, count in lines.items():
+        assert sum(per_object[key]) == count, key
+    total_raw = sum(r for r, _ in per_object.values())
+    total_quarantine = sum(q for _, q in per_object.values())
+    assert total_raw + total_quarantine == result.events
+    assert ledger == (result.events, total_raw, total_quarantine)
+    # quarantine reasons match what the simulator injected, kind by kind; nothing else rejected
+    manifest = json.loads(result.manifest_path.read_text())
+    injected = Counter(e["kind"] for e in manifest["entries"])
+    assert reasons == {kind: injected[kind] for kind in QUARANTINE_KINDS}
+    assert with_extra == injected["extra_field"]
+    assert summary.stages["lake"]["schema_drift_fields"]
+    assert summary.stages["raw"]["rows_loaded"] == total_raw
+
+
+def test_second_run_changes_nothing(warehouse: Settings, tmp_path: Path) -> None:
+    simulate(
+        SimulationConfig(vehicles=5, minutes=10, seed=3, defects=True),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    run(warehouse)
+    with connect(warehouse, "raw_db") as conn:
+        before = conn.execute(
+            "select md5(string_agg(e::text, '|' order by batch_id, line_number)) from raw.events e"
+        ).fetchone()
+    second = run(warehouse)
+    assert second.stages["lake"]["objects_ingested"] == 0
+    assert second.stages["raw"]["rows_loaded"] == 0
+    with connect(warehouse, "raw_db") as conn:
+        after = conn.execute(
+            "select md5(string_agg(e::text, '|' order by batch_id, line_number)) from raw.events e"
+        ).fetchone()
+        audit = conn.execute(
+            "select layer, rows_in, rows_out, status from audit.etl_runs where run_id = %s order by layer",
+            (second.run_id,),
+        ).fetchall()
+    assert after == before  # including loaded_at: not one row rewritten
+    assert audit == [("lake", 0, 0, "success"), ("raw", 0, 0, "success")]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "lake.after_put:1",
+        "lake.after_put:4",
+        "lake.after_commit:2",
+        "raw.before_commit:1",
+        "raw.after_commit:1",
+    ],
+)
+def test_sigkill_then_rerun_equals_one_clean_run(
+    warehouse: Settings, tmp_path: Path, fault: str
+) -> None:
+    simulate(
+        SimulationConfig(vehicles=5, minutes=12, seed=5, defects=True),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    killed = run_cli(
+        "run", home=warehouse.home, env={**_env(warehouse), "STRATA_FAULT": fault}, check=False
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_cli("run", home=warehouse.home, env=_env(warehouse))
+    crashed = _checksum(warehouse)
+    # the same source in a clean installation state, one run
+    with connect(warehouse, "raw_db", autocommit=True) as conn:
+        conn.execute("drop schema raw cascade")
+        conn.execute("drop schema audit cascade")
+    bootstrap(warehouse)
+    run_cli("run", home=warehouse.home, env=_env(warehouse))
+    assert crashed == _checksum(warehouse)
+    assert crashed[0] > 0
+
+
+def test_nested_layout_from_a_local_folder(
+    services: Settings, warehouse: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "landing"
+    settings = make_settings(services.home, source_url=str(folder), lake_url=warehouse.lake_url)
+    result = simulate(
+        SimulationConfig(vehicles=4, minutes=8, seed=9, layout="nested"),
+        open_store(str(folder), settings),
+        tmp_path,
+    )
+    assert all(k.endswith(".txt") and k.count("/") == 5 for k in result.keys)
+    summary = run(settings)
+    assert summary.stages["lake"]["objects_ingested"] == result.files
+    assert summary.stages["raw"]["rows_loaded"] == result.events
+    with connect(settings, "raw_db") as conn:
+        keys = {k for (k,) in conn.execute("select distinct source_key from raw.events")}
+    assert keys == set(result.keys)
+
+
+def test_replaced_object_is_a_new_version(warehouse: Settings, tmp_path: Path) -> None:
+    source = open_store(warehouse.source_url, warehouse)
+    result = simulate(SimulationConfig(vehicles=3, minutes=5, seed=2), source, tmp_path)
+    run(warehouse)
+    key = result.keys[0]
+    original = source.get(key).splitlines(keepends=True)
+    source.put(key, b"".join(original[:-2]))  # the producer re-delivers a shorter file
+    second = run(warehouse)
+    assert second.stages["lake"]["objects_ingested"] == 1
+    with connect(warehouse, "raw_db") as conn:
+        versions = conn.execute(
+            "select o.version, count(e.*) from audit.lake_objects o"
+            " join raw.events e using (batch_id) where o.source_key = %s group by 1 order by 1",
+            (key,),
+        ).fetchall()
+    assert versions == [(1, len(original)), (2, len(original) - 2)]
+    assert run(warehouse).stages["lake"]["objects_ingested"] == 0
+
+
+def test_bad_objects_are_explained_not_fatal(
+    services: Settings, warehouse: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "landing"
+    settings = make_settings(services.home, source_url=str(folder), lake_url=warehouse.lake_url)
+    line = (
+        '{"event": "register", "on": "vehicle", "at": "2019-06-01T10:00:00.000Z",'
+        ' "data": {"id": "v1"}, "organization_id": "org-1"}'
+    )
+    files = {
+        "2019-06-01-10-00-0-events.json": b"",
+        "2019-06-01-10-01-0-events.json": (line + "\n" + line[:30]).encode(),
+        "2019-06-01-10-02-0-events.json": line.encode()
+        + b"\n\xff\xfe broken\n\n"
+        + line.encode()
+        + b"\n",
+        "README.txt": b"not an event file\n",
+    }
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    summary = run(settings)
+    assert summary.stages["lake"]["objects_ingested"] == 3
+    assert summary.stages["lake"]["ignored_objects"] == 1
+    with connect(settings, "raw_db") as conn:
+        notes = dict(conn.execute("select source_key, note from audit.lake_objects").fetchall())
+        reasons = conn.execute(
+            "select source_key, line_number, reason from audit.quarantine order by 1, 2"
+        ).fetchall()
+        details = conn.execute(
+            "select details from audit.etl_runs where run_id = %s and layer = 'lake'",
+            (summary.run_id,),
+        ).fetchone()[0]
+    assert notes["2019-06-01-10-00-0-events.json"] == "empty object"
+    assert "truncated" in notes["2019-06-01-10-01-0-events.json"]
+    assert reasons == [
+        ("2019-06-01-10-01-0-events.json", 2, "truncated_line"),
+        ("2019-06-01-10-02-0-events.json", 2, "invalid_utf8"),
+        ("2019-06-01-10-02-0-events.json", 3, "blank_line"),
+    ]
+    assert details["ignored_objects"] == ["README.txt"]
+    assert summary.stages["raw"]["rows_loaded"] == 3
+
+
+def test_metrics_lineage_sensitivity_and_logs(warehouse: Settings, tmp_path: Path) -> None:
+    settings = make_settings(
+        warehouse.home, source_url=warehouse.source_url, lake_url=warehouse.lake_url, log_keep=2
+    )
+    simulate(
+        SimulationConfig(vehicles=4, minutes=6, seed=4),
+        open_store(settings.source_url, settings),
+        tmp_path,
+    )
+    summary = run(settings)
+    with connect(settings, "raw_db") as conn:
+        metrics = {
+            (layer, column, metric): (value, text)
+            for layer, column, metric, value, text in conn.execute(
+                "select layer, column_name, metric, value, value_text from audit.profile_metrics where run_id = %s",
+                (summary.run_id,),
+            )
+        }
+        lake_key = conn.execute("select lake_key from audit.lake_objects limit 1").fetchone()[0]
+        runs = conn.execute(
+            "select layer, status, rows_in, data_min_at is not null, environment, code_version"
+            " from audit.etl_runs where run_id = %s order by layer",
+            (summary.run_id,),
+        ).fetchall()
+        lineage = conn.execute(
+            "select count(*) from raw.events where batch_id is null or source_key is null"
+            " or line_number is null or ingested_at is null or loaded_at is null"
+        ).fetchone()[0]
+    total = summary.stages["raw"]["rows_loaded"]
+    for layer in ("lake", "raw"):
+        assert metrics[(layer, "*", "rows_out")][0] == total
+        assert metrics[(layer, "location_lat", "sensitive")][1] == "precise_geolocation"
+        assert metrics[(layer, "entity_id", "distinct_count")][0] >= 4  # vehicles and periods
+        assert metrics[(layer, "at", "min")][1].startswith("2019-06-01T08:0")
+        assert (layer, "location_lat", "null_count") in metrics
+    assert [r[:4] for r in runs] == [
+        ("lake", "success", total, True),
+        ("raw", "success", total, True),
+    ]
+    assert lineage == 0
+    parquet = pq.read_table(io.BytesIO(open_store(settings.lake_url, settings).get(lake_key)))
+    assert parquet.schema.field("location_lat").metadata[b"sensitivity"] == b"precise_geolocation"
+    assert b"location_lat" in parquet.schema.metadata[b"strata.sensitive_columns"]
+    log_lines = [json.loads(x) for x in Path(summary.log_path).read_text().splitlines()]
+    assert {"run.start", "lake.object", "lake.profile", "raw.profile", "run.end"} <= {
+        x["event"] for x in log_lines
+    }
+    run(settings)
+    run(settings)
+    assert len(list(settings.logs_dir.glob("run-*.jsonl"))) == 2
+
+
+def test_a_second_run_waits_for_the_lock(warehouse: Settings) -> None:
+    with connect(warehouse, "raw_db", autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
+        blocked = run_cli("run", home=warehouse.home, env=_env(warehouse), check=False)
+    assert blocked.returncode == 1
+    assert "run lock" in blocked.stderr and "Traceback" not in blocked.stderr
+
+
+def test_distinct_entities_match_the_source(warehouse: Settings, tmp_path: Path) -> None:
+    result = simulate(
+        SimulationConfig(organizations=3, vehicles=6, minutes=8, seed=8),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    summary = run(warehouse)
+    ids, orgs = set(), set()
+    source = open_store(warehouse.source_url, warehouse)
+    for key in result.keys:
+        for raw in source.get(key).splitlines():
+            event = json.loads(raw)
+            ids.add(event["data"]["id"])
+            orgs.add(event["organization_id"])
+    with connect(warehouse, "raw_db") as conn:
+        metrics = dict(
+            conn.execute(
+                "select column_name, value from audit.profile_metrics"
+                " where run_id = %s and layer = 'raw' and metric = 'distinct_count'",
+                (summary.run_id,),
+            ).fetchall()
+        )
+    assert metrics == {"entity_id": len(ids), "organization_id": len(orgs)}
+    assert len(orgs) == 3
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    env = {
+        "STRATA_PG_DSN": "postgresql://nobody@127.0.0.1:9/postgres",
+        "STRATA_SOURCE_URL": str(tmp_path),
+    }
+    failed = run_cli("run", home=tmp_path / ".strata", env=env, check=False)
+    assert failed.returncode == 1
+    assert "cannot connect to raw_db" in failed.stderr and "Traceback" not in failed.stderr
