@@ -40,85 +40,107 @@ def _binary(offsets: np.ndarray, data: np.ndarray, n: int) -> pa.Array:
     )
 
 
-def _fixed_width(values: np.ndarray, valid: np.ndarray | None, dtype: str) -> pa.Array:
-    """Fields of a fixed-width type: a 4-byte length (or -1 for NULL) and the value."""
-    payload = _be(values, dtype)
-    n, width = payload.shape
-    matrix = np.empty((n, 4 + width), dtype=np.uint8)
-    matrix[:, :4] = _be(np.array([width]), ">i4")
-    matrix[:, 4:] = payload
-    if valid is None:
-        return _binary(np.arange(0, n * (4 + width) + 1, 4 + width), matrix.reshape(-1), n)
-    matrix[~valid, :4] = 0xFF  # length -1
-    keep = np.ones((n, 4 + width), dtype=bool)
-    keep[~valid, 4:] = False
-    sizes = np.where(valid, 4 + width, 4)
+def _fixed_payload(column: pa.Array, pg_type: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n × width big-endian value bytes, valid mask or None when there is no NULL)."""
+    valid = None if column.null_count == 0 else column.is_valid().to_numpy(zero_copy_only=False)
+    if pg_type == "timestamptz":
+        us = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0).to_numpy()
+        return _be(us - PG_EPOCH_US, ">i8"), valid
+    if pg_type == "float8":
+        return _be(column.fill_null(0).to_numpy(), ">f8"), valid
+    if pg_type == "int8":
+        return _be(column.cast(pa.int64()).fill_null(0).to_numpy(), ">i8"), valid
+    if pg_type == "int4":
+        return _be(column.cast(pa.int32()).fill_null(0).to_numpy(), ">i4"), valid
+    if pg_type == "bool":
+        return _be(column.fill_null(False).to_numpy(zero_copy_only=False), "u1"), valid
+    raise ValueError(f"no binary COPY encoder for {pg_type}")
+
+
+def _fixed_fields(columns: list[tuple[np.ndarray, np.ndarray | None]]) -> pa.Array:
+    """Consecutive fixed-width fields of every row as one binary array (one cell per row)."""
+    n = len(columns[0][0])
+    widths = [4 + payload.shape[1] for payload, _ in columns]
+    matrix = np.empty((n, sum(widths)), dtype=np.uint8)
+    keep = None
+    at = 0
+    for (payload, valid), width in zip(columns, widths, strict=True):
+        matrix[:, at : at + 4] = _be(np.array([width - 4]), ">i4")
+        matrix[:, at + 4 : at + width] = payload
+        if valid is not None:
+            if keep is None:
+                keep = np.ones(matrix.shape, dtype=bool)
+            matrix[~valid, at : at + 4] = 0xFF  # length -1: NULL, no value bytes follow
+            keep[~valid, at + 4 : at + width] = False
+        at += width
+    if keep is None:
+        return _binary(np.arange(0, n * at + 1, at), matrix.reshape(-1), n)
+    sizes = keep.sum(axis=1)
     return _binary(np.concatenate(([0], np.cumsum(sizes))), matrix[keep], n)
 
 
-_NULL_FIELD = b"\xff\xff\xff\xff"
-
-
-def _fields(column: pa.Array, pg_type: str) -> pa.Array:
-    """One COPY field per row (length prefix + send-format value) as an Arrow binary array."""
-    pg_type = ALIASES.get(pg_type, pg_type)
+def _text_fields(column: pa.Array, jsonb: bool) -> tuple[pa.Array, pa.Array]:
+    """(length prefixes, values) of a text or jsonb column; NULL is a -1 prefix and no value."""
     n = len(column)
-    valid = None if column.null_count == 0 else column.is_valid().to_numpy(zero_copy_only=False)
-    if pg_type in ("text", "jsonb"):
-        text = column.cast(pa.binary())
-        lengths = pc.binary_length(text).fill_null(0).to_numpy().astype(np.int64)
-        if pg_type == "jsonb":  # jsonb send format: a version byte (1) before the text
-            prefix = np.empty((n, 5), dtype=np.uint8)
-            prefix[:, :4] = _be(lengths + 1, ">i4")
-            prefix[:, 4] = 1
-        else:
-            prefix = _be(lengths, ">i4")
-        width = prefix.shape[1]
-        heads = _binary(np.arange(0, n * width + 1, width), prefix.reshape(-1), n)
-        joined = pc.binary_join_element_wise(heads, text, b"")
-        return pc.fill_null(joined, _NULL_FIELD) if valid is not None else joined
-    if pg_type == "timestamptz":
-        us = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(0).to_numpy()
-        return _fixed_width(us - PG_EPOCH_US, valid, ">i8")
-    if pg_type == "float8":
-        return _fixed_width(column.fill_null(0).to_numpy(), valid, ">f8")
-    if pg_type == "int8":
-        return _fixed_width(column.cast(pa.int64()).fill_null(0).to_numpy(), valid, ">i8")
-    if pg_type == "int4":
-        return _fixed_width(column.cast(pa.int32()).fill_null(0).to_numpy(), valid, ">i4")
-    if pg_type == "bool":
-        values = column.fill_null(False).to_numpy(zero_copy_only=False)
-        return _fixed_width(values, valid, "u1")
-    raise ValueError(f"no binary COPY encoder for {pg_type}")
+    text = column.cast(pa.binary())
+    lengths = pc.binary_length(text).fill_null(0).to_numpy().astype(np.int64)
+    width = 5 if jsonb else 4
+    prefix = np.empty((n, width), dtype=np.uint8)
+    prefix[:, :4] = _be(lengths + (1 if jsonb else 0), ">i4")
+    if jsonb:  # jsonb send format: a version byte (1) before the text
+        prefix[:, 4] = 1
+    if text.null_count:
+        invalid = ~text.is_valid().to_numpy(zero_copy_only=False)
+        prefix[invalid, :4] = 0xFF
+        if jsonb:
+            keep = np.ones(prefix.shape, dtype=bool)
+            keep[invalid, 4] = False
+            sizes = keep.sum(axis=1)
+            heads = _binary(np.concatenate(([0], np.cumsum(sizes))), prefix[keep], n)
+            return heads, text
+    return _binary(np.arange(0, n * width + 1, width), prefix.reshape(-1), n), text
 
 
 def encode_rows(table: pa.Table, pg_types: Sequence[str]) -> bytes:
     """The tuples of ``table`` in binary COPY format (no signature, no trailer).
 
-    Each column becomes an Arrow binary array of ready-made fields; Arrow's element-wise
-    join then lays the fields of each row side by side in C++, and the joined array's data
-    buffer is exactly the COPY body.
+    Every row is a sequence of cells prepared column-wise with numpy — runs of fixed-width
+    fields as one cell, a text field as a length-prefix cell plus its value — and one Arrow
+    element-wise join lays the cells of each row side by side in C++. The joined array's
+    data buffer is exactly the COPY body.
     """
     n = table.num_rows
     if n == 0:
         return b""
     count = _be(np.array([len(pg_types)]), ">i2").reshape(-1)
-    heads = _binary(np.arange(0, 2 * n + 1, 2), np.tile(count, n), n)
-    fields = [_fields(table.column(i).combine_chunks(), t) for i, t in enumerate(pg_types)]
-    rows = pc.binary_join_element_wise(heads, *fields, b"")
+    cells: list[pa.Array] = [_binary(np.arange(0, 2 * n + 1, 2), np.tile(count, n), n)]
+    run: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for i, pg_type in enumerate(pg_types):
+        pg_type = ALIASES.get(pg_type, pg_type)
+        column = table.column(i).combine_chunks()
+        if pg_type in ("text", "jsonb"):
+            if run:
+                cells.append(_fixed_fields(run))
+                run = []
+            cells.extend(_text_fields(column, pg_type == "jsonb"))
+        else:
+            run.append(_fixed_payload(column, pg_type))
+    if run:
+        cells.append(_fixed_fields(run))
+    rows = pc.binary_join_element_wise(*cells, b"", null_handling="replace", null_replacement=b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset : rows.offset + n + 1]
     return rows.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
 def iter_copy_chunks(
-    batches: Iterator[pa.Table] | Sequence[pa.Table],
-    pg_types: Sequence[str],
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    tables: Sequence[pa.Table], pg_types: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> Iterator[bytes]:
+    """Signature, tuples in chunks of ``chunk_rows`` (small tables are encoded together), trailer."""
     yield SIGNATURE
-    for table in batches:
-        for start in range(0, table.num_rows, chunk_rows):
-            yield encode_rows(table.slice(start, chunk_rows), pg_types)
+    if tables:
+        combined = pa.concat_tables(tables)
+        for start in range(0, combined.num_rows, chunk_rows):
+            yield encode_rows(combined.slice(start, chunk_rows), pg_types)
     yield TRAILER
 
 

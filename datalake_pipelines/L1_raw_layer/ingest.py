@@ -18,8 +18,7 @@ import hashlib
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from datalake_pipelines.L1_raw_layer.parse import parse_object, to_arrow
 from strata.audit import audited_step, write_metrics
+from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.faults import checkpoint
 from strata.objectstore import ObjectInfo, ObjectStore, open_store
@@ -157,7 +157,7 @@ def pending_objects(
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="snappy")
     return sink.getvalue()
 
 
@@ -213,20 +213,6 @@ def _prepare(info: ObjectInfo, version: int, source: ObjectStore, lake: ObjectSt
     )
 
 
-def _bounded(
-    items: list[tuple[ObjectInfo, int]], work: Callable[[ObjectInfo, int], _Prepared]
-) -> Iterator[_Prepared]:
-    """Results in input order with at most IN_FLIGHT objects in memory."""
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="lake") as pool:
-        window: list[Future[_Prepared]] = []
-        for item in items:
-            window.append(pool.submit(work, *item))
-            if len(window) >= IN_FLIGHT:
-                yield window.pop(0).result()
-        for future in window:
-            yield future.result()
-
-
 def ingest(
     settings: Settings,
     run_id: uuid.UUID,
@@ -254,9 +240,13 @@ def ingest(
         if progress:
             progress(0, len(pending))
         with connect(settings, "raw_db") as conn:
-            for done, prepared in enumerate(
-                _bounded(pending, lambda info, v: _prepare(info, v, source, lake)), 1
-            ):
+            prepared_objects = ordered_map(
+                lambda item: _prepare(item[0], item[1], source, lake),
+                pending,
+                in_flight=IN_FLIGHT,
+                name="lake",
+            )
+            for done, prepared in enumerate(prepared_objects, 1):
                 with conn.transaction():
                     _commit(conn, prepared, source.url, run_id)
                 checkpoint("lake.after_commit")

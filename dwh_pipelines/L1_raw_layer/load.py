@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -22,6 +21,7 @@ from psycopg import sql
 
 from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
 from strata.audit import audited_step, record_batch, write_metrics
+from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.faults import checkpoint
 from strata.objectstore import open_store
@@ -33,6 +33,7 @@ from strata.transfer import copy_arrow
 LAYER = "raw"
 SCHEMA = "raw"
 GROUP_ROWS = 250_000  # rows per transaction: few commits, bounded memory
+IN_FLIGHT = 3  # lake files fetched and decoded ahead of the COPY
 
 
 @dataclass
@@ -64,13 +65,14 @@ def _pending(conn: psycopg.Connection) -> list[tuple[str, str, str | None, int]]
 
 
 def _groups(
-    pending: list[tuple[str, str, str | None, int]],
-) -> Iterator[list[tuple[str, str, str | None, int]]]:
-    group: list[tuple[str, str, str | None, int]] = []
+    tables: Iterator[tuple[tuple[str, str, str | None, int], pa.Table | None]],
+) -> Iterator[list[tuple[tuple[str, str, str | None, int], pa.Table | None]]]:
+    """Consecutive batches of about GROUP_ROWS rows, each group one transaction."""
+    group: list[tuple[tuple[str, str, str | None, int], pa.Table | None]] = []
     rows = 0
-    for item in pending:
+    for item in tables:
         group.append(item)
-        rows += item[3]
+        rows += item[1].num_rows if item[1] is not None else 0
         if rows >= GROUP_ROWS:
             yield group
             group, rows = [], 0
@@ -128,35 +130,37 @@ def load(
         if progress:
             progress(0, len(pending))
         done = 0
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="raw") as pool:
-            for group in _groups(pending):
-                tables = list(pool.map(fetch, [item[2] for item in group]))
-                with conn.transaction():
-                    loaded = [t for t in tables if t is not None and t.num_rows]
-                    if loaded:
-                        copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, loaded)
-                    checkpoint("raw.before_commit")
-                    for (batch_id, source_key, _, _), table in zip(group, tables, strict=True):
-                        rows = table.num_rows if table is not None else 0
-                        record_batch(
-                            conn,
-                            layer=LAYER,
-                            batch_id=batch_id,
-                            source_key=source_key,
-                            rows=rows,
-                            run_id=run_id,
-                        )
-                        result.batches.append(batch_id)
-                        result.rows_loaded += rows
-                conn.commit()
-                checkpoint("raw.after_commit")
-                for table in loaded:
-                    profiler.add(table)
-                result.batches_loaded += len(group)
-                done += len(group)
-                log.event("raw.group", batches=len(group), rows=sum(t.num_rows for t in loaded))
-                if progress:
-                    progress(done, len(pending))
+        # lake files are fetched and decoded ahead (bounded) while the previous group copies
+        fetched = ordered_map(
+            lambda item: (item, fetch(item[2])), pending, in_flight=IN_FLIGHT, name="raw"
+        )
+        for group in _groups(fetched):
+            with conn.transaction():
+                loaded = [t for _, t in group if t is not None and t.num_rows]
+                if loaded:
+                    copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, loaded)
+                checkpoint("raw.before_commit")
+                for (batch_id, source_key, _, _), table in group:
+                    rows = table.num_rows if table is not None else 0
+                    record_batch(
+                        conn,
+                        layer=LAYER,
+                        batch_id=batch_id,
+                        source_key=source_key,
+                        rows=rows,
+                        run_id=run_id,
+                    )
+                    result.batches.append(batch_id)
+                    result.rows_loaded += rows
+            conn.commit()
+            checkpoint("raw.after_commit")
+            for table in loaded:
+                profiler.add(table)
+            result.batches_loaded += len(group)
+            done += len(group)
+            log.event("raw.group", batches=len(group), rows=sum(t.num_rows for t in loaded))
+            if progress:
+                progress(done, len(pending))
         conn.commit()  # a full refresh with nothing to reload still empties the layer
         write_metrics(
             conn,

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,10 +187,26 @@ class EmbeddedS3:
             )
         return self.status()
 
+    def _volume_server_registered(self) -> bool:
+        """After a restart, reads fail until the volume server has re-registered its volumes
+        with the master (a few seconds): the filer answers listings before that."""
+        url = f"http://{HOST}:{self.ports()['master']}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                topology = json.load(response).get("Topology", {})
+        except (OSError, ValueError):
+            return False
+        return any(
+            rack.get("DataNodes")
+            for centre in topology.get("DataCenters") or []
+            for rack in centre.get("Racks") or []
+        )
+
     def _ready(self) -> bool:
-        """Ready means an authenticated request succeeds, not merely an open port."""
+        """Ready means an authenticated request succeeds and data can be read, not merely an
+        open port."""
         port = self.ports()["s3"]
-        if not port_accepts(port):
+        if not port_accepts(port) or not self._volume_server_registered():
             return False
         import boto3
         from botocore.config import Config
