@@ -51,6 +51,7 @@ create table if not exists audit.batches (
     batch_id text not null,
     source_key text,
     rows bigint not null,
+    load_seq bigint,
     run_id uuid not null,
     applied_at timestamptz not null default now(),
     primary key (layer, batch_id)
@@ -186,12 +187,13 @@ def record_batch(
     source_key: str | None,
     rows: int,
     run_id: uuid.UUID,
+    load_seq: int | None = None,
 ) -> None:
     """Call inside the transaction that wrote the batch's rows."""
     conn.execute(
-        "insert into audit.batches (layer, batch_id, source_key, rows, run_id)"
-        " values (%s, %s, %s, %s, %s)",
-        (layer, batch_id, source_key, rows, run_id),
+        "insert into audit.batches (layer, batch_id, source_key, rows, load_seq, run_id)"
+        " values (%s, %s, %s, %s, %s, %s)",
+        (layer, batch_id, source_key, rows, load_seq, run_id),
     )
 
 

@@ -82,7 +82,11 @@ class TableSpec:
         )
 
     def create_sql(
-        self, schema: str, extra_columns: tuple[tuple[str, str], ...] = ()
+        self,
+        schema: str,
+        extra_columns: tuple[tuple[str, str], ...] = (),
+        *,
+        primary_key: bool = True,
     ) -> sql.Composed:
         parts = [
             sql.SQL("{} {}{}").format(
@@ -96,7 +100,7 @@ class TableSpec:
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(ddl))
             for name, ddl in extra_columns
         ]
-        if self.keys:
+        if self.keys and primary_key:
             parts.append(
                 sql.SQL("primary key ({})").format(
                     sql.SQL(", ").join(map(sql.Identifier, self.keys))

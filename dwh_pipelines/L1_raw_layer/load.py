@@ -44,9 +44,27 @@ class LoadResult:
 
 
 def ensure_table(conn: psycopg.Connection) -> None:
+    # No primary-key index: maintaining a btree on (batch_id, line_number) more than doubled
+    # the COPY time (measured 5.95 s vs 2.58 s per million rows). Exactly-once comes from the
+    # ledger committing with the rows; readers find new rows by load_seq (BRIN, nearly free).
     conn.execute(
         EVENTS.create_sql(
-            SCHEMA, extra_columns=(("loaded_at", "timestamptz not null default now()"),)
+            SCHEMA,
+            extra_columns=(
+                ("loaded_at", "timestamptz not null default now()"),
+                ("load_seq", "bigint not null"),
+            ),
+            primary_key=False,
+        )
+    )
+    conn.execute(
+        sql.SQL("create sequence if not exists {}.load_seq").format(sql.Identifier(SCHEMA))
+    )
+    conn.execute(
+        sql.SQL("create index if not exists {} on {}.{} using brin (load_seq)").format(
+            sql.Identifier(f"{EVENTS.name}_load_seq_brin"),
+            sql.Identifier(SCHEMA),
+            sql.Identifier(EVENTS.name),
         )
     )
     for statement in EVENTS.comment_sql(SCHEMA):
@@ -92,8 +110,8 @@ def load(
     lake = open_store(settings.lake_url, settings)
     result = LoadResult()
     profiler = Profiler(EVENTS)
-    columns = EVENTS.column_names
-    pg_types = [c.pg_type for c in EVENTS.columns]
+    columns = [*EVENTS.column_names, "load_seq"]
+    pg_types = [*(c.pg_type for c in EVENTS.columns), "int8"]
 
     def fetch(lake_key: str | None) -> pa.Table | None:
         if lake_key is None:
@@ -136,9 +154,16 @@ def load(
         )
         for group in _groups(fetched):
             with conn.transaction():
+                (seq,) = conn.execute(
+                    sql.SQL("select nextval({})").format(sql.Literal(f"{SCHEMA}.load_seq"))
+                ).fetchone()
                 loaded = [t for _, t in group if t is not None and t.num_rows]
                 if loaded:
-                    copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, loaded)
+                    stamped = [
+                        t.append_column("load_seq", pa.repeat(pa.scalar(seq, pa.int64()), len(t)))
+                        for t in loaded
+                    ]
+                    copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, stamped)
                 checkpoint("raw.before_commit")
                 for (batch_id, source_key, _, _), table in group:
                     rows = table.num_rows if table is not None else 0
@@ -149,6 +174,7 @@ def load(
                         source_key=source_key,
                         rows=rows,
                         run_id=run_id,
+                        load_seq=seq,
                     )
                     result.batches.append(batch_id)
                     result.rows_loaded += rows

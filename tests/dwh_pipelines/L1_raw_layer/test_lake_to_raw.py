@@ -351,3 +351,27 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     failed = run_cli("run", home=tmp_path / ".strata", env=env, check=False)
     assert failed.returncode == 1
     assert "cannot connect to raw_db" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_load_seq_marks_what_each_run_added(warehouse: Settings, tmp_path: Path) -> None:
+    source = open_store(warehouse.source_url, warehouse)
+    result = simulate(SimulationConfig(vehicles=3, minutes=6, seed=12), source, tmp_path)
+    late = result.keys[-1]
+    late_bytes = source.get(late)
+    source.delete(late)  # this object arrives after the first run
+    run(warehouse)
+    with connect(warehouse, "raw_db") as conn:
+        (first_max,) = conn.execute("select max(load_seq) from raw.events").fetchone()
+    source.put(late, late_bytes)
+    second = run(warehouse)
+    with connect(warehouse, "raw_db") as conn:
+        new_rows = conn.execute(
+            "select distinct source_key from raw.events where load_seq > %s", (first_max,)
+        ).fetchall()
+        mismatched = conn.execute(
+            "select count(*) from raw.events e join audit.batches b"
+            " on b.layer = 'raw' and b.batch_id = e.batch_id where b.load_seq <> e.load_seq"
+        ).fetchone()[0]
+    assert new_rows == [(late,)]
+    assert second.stages["raw"]["rows_loaded"] == late_bytes.count(b"\n")
+    assert mismatched == 0
