@@ -100,6 +100,18 @@ def init() -> None:
         console.print("everything already exists; nothing changed")
 
 
+def _progress(label: str, unit: str) -> Progress:
+    """The one progress-bar style of the CLI (on stderr, gone when done)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} " + unit),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class Layout(StrEnum):
     flat = "flat"
     nested = "nested"
@@ -146,14 +158,7 @@ def simulate(
         layout=layout.value,
     )
     began = time.monotonic()
-    with Progress(
-        TextColumn("simulating"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} min"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with _progress("simulating", "min") as progress:
         task = progress.add_task("simulate", total=minutes)
         result = run_sim(
             config,
@@ -184,14 +189,7 @@ def run_command(
 
     settings = _settings()
     began = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _progress("{task.description}", "") as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -7,12 +7,15 @@ metrics go to ``audit.profile_metrics`` of the database the hop wrote and to the
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from strata.audit import Metric
+from strata.audit import Metric, StepStats, write_metrics
+from strata.runlog import RunLog
 from strata.tables import TableSpec
 
 
@@ -68,3 +71,20 @@ class Profiler:
 
     def as_dict(self) -> dict[str, object]:
         return {f"{m.column_name}.{m.metric}": m.value_text or m.value for m in self.metrics()}
+
+    def publish(
+        self,
+        conn: psycopg.Connection,
+        *,
+        run_id: uuid.UUID,
+        layer: str,
+        target: str,
+        stats: StepStats,
+        log: RunLog,
+        time_column: str = "at",
+    ) -> None:
+        """Store the metrics in ``audit.profile_metrics``, widen the step's data range, log."""
+        write_metrics(conn, run_id=run_id, layer=layer, target=target, metrics=self.metrics())
+        conn.commit()
+        stats.widen(*self.time_range(time_column))  # type: ignore[arg-type]
+        log.event(f"{layer}.profile", target=target, **self.as_dict())

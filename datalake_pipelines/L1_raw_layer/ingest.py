@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from psycopg.types.json import Jsonb
 
 from datalake_pipelines.L1_raw_layer.parse import parse_object, to_arrow
-from strata.audit import audited_step, write_metrics
+from strata.audit import audited_step
 from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.faults import checkpoint
@@ -268,18 +268,17 @@ def ingest(
                 )
                 if progress:
                     progress(done, len(pending))
-            write_metrics(
+            profiler.publish(
                 conn,
                 run_id=run_id,
                 layer=LAYER,
                 target=f"{SOURCE}.{EVENTS.name}",
-                metrics=profiler.metrics(),
+                stats=stats,
+                log=log,
             )
-            conn.commit()
         stats.rows_in = result.lines
         stats.rows_out = result.rows_accepted
         stats.rows_rejected = result.rows_quarantined
-        stats.widen(*profiler.time_range("at"))
         stats.details = {
             "objects_seen": result.objects_seen,
             "objects_ingested": result.objects_ingested,
@@ -287,7 +286,6 @@ def ingest(
             "schema_drift_fields": result.drift,
             "ignored_objects": result.ignored_keys,
         }
-    log.event("lake.profile", **profiler.as_dict())
     if result.drift:
         log.event("lake.schema_drift", fields=result.drift)
     return result

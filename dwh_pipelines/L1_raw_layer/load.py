@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
-from strata.audit import audited_step, record_batch, write_metrics
+from strata.audit import audited_step, record_batch
 from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.faults import checkpoint
@@ -188,17 +188,15 @@ def load(
             if progress:
                 progress(done, len(pending))
         conn.commit()  # a full refresh with nothing to reload still empties the layer
-        write_metrics(
+        profiler.publish(
             conn,
             run_id=run_id,
             layer=LAYER,
             target=f"{SCHEMA}.{EVENTS.name}",
-            metrics=profiler.metrics(),
+            stats=stats,
+            log=log,
         )
-        conn.commit()
         stats.rows_in = result.rows_loaded
         stats.rows_out = result.rows_loaded
-        stats.widen(*profiler.time_range("at"))
         stats.details = {"batches": result.batches_loaded}
-    log.event("raw.profile", **profiler.as_dict())
     return result

@@ -9,7 +9,6 @@ port that something else took meanwhile is replaced by a free one, which ``statu
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -74,19 +73,16 @@ class ServiceState:
     def locked(self, timeout: float = 120.0) -> Iterator[None]:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / ".services.lock", "w") as handle:
-            deadline = time.monotonic() + timeout
-            while True:
+
+            def acquired() -> bool:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise ServiceError(
-                            f"another strata command holds {self.home / '.services.lock'}"
-                        ) from None
-                    time.sleep(0.2)
+                except BlockingIOError:
+                    return False
+                return True
+
+            if not wait_until(acquired, timeout):
+                raise ServiceError(f"another strata command holds {self.home / '.services.lock'}")
             try:
                 yield
             finally:
