@@ -85,6 +85,15 @@ def _print_status(info: dict) -> None:
         out.print(f"  {db:<12} {d.get('dsn') or d.get('error', '')}", soft_wrap=True)
     for role, url in info["locations"].items():
         out.print(f"  {role + ' at':<12} {url}", soft_wrap=True)
+    for layer, counts in info.get("layers", {}).items():
+        if "error" in counts:
+            out.print(f"  {layer:<12} [red]{counts['error']}[/red]", soft_wrap=True)
+            continue
+        extra = f", {counts['quarantined']:,} quarantined" if "quarantined" in counts else ""
+        out.print(
+            f"  {layer + ' layer':<12} {counts['batches']:,} batches, {counts['rows']:,} rows{extra}",
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -111,6 +111,7 @@ def status(settings: Settings) -> dict[str, Any]:
             ),
         }
     out["locations"] = {"source": settings.source_url, "lake": settings.lake_url}
+    out["layers"] = layer_counts(settings)
     out["buckets"] = sorted(
         {split_s3_url(u)[0] for u in (settings.source_url, settings.lake_url) if is_s3_url(u)}
     )
@@ -119,3 +120,42 @@ def status(settings: Settings) -> dict[str, Any]:
 
 def uses_s3(settings: Settings) -> bool:
     return any(is_s3_url(u) for u in (settings.source_url, settings.lake_url))
+
+
+def layer_counts(settings: Settings) -> dict[str, Any]:
+    """Batches and rows applied per layer, from each database's audit ledger."""
+    import psycopg
+
+    from strata.db import connect
+
+    counts: dict[str, Any] = {}
+    pg_up = not settings.embedded_pg or EmbeddedPostgres(settings).status().running
+    if not pg_up:
+        return counts
+    for db in DATABASES:
+        try:
+            with connect(settings, db) as conn:
+                if conn.execute("select to_regclass('audit.batches')").fetchone()[0] is None:
+                    continue
+                for layer, batches, rows in conn.execute(
+                    "select layer, count(*), coalesce(sum(rows), 0) from audit.batches group by 1"
+                ):
+                    counts[layer] = {"database": db, "batches": batches, "rows": int(rows)}
+                if (
+                    db == "raw_db"
+                    and conn.execute("select to_regclass('audit.lake_objects')").fetchone()[0]
+                ):
+                    batches, rows, quarantined = conn.execute(
+                        "select count(*), coalesce(sum(rows_accepted), 0),"
+                        " coalesce(sum(rows_quarantined), 0) from audit.lake_objects"
+                    ).fetchone()
+                    counts["lake"] = {
+                        "database": db,
+                        "batches": batches,
+                        "rows": int(rows),
+                        "quarantined": int(quarantined),
+                    }
+        except (StrataError, psycopg.Error) as exc:
+            counts[db] = {"error": str(exc).strip().splitlines()[0]}
+    order = ["lake", "raw", "staging", "semantic", "dwh"]
+    return dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))

@@ -375,3 +375,23 @@ def test_load_seq_marks_what_each_run_added(warehouse: Settings, tmp_path: Path)
     assert new_rows == [(late,)]
     assert second.stages["raw"]["rows_loaded"] == late_bytes.count(b"\n")
     assert mismatched == 0
+
+
+def test_status_reports_batches_per_layer(warehouse: Settings, tmp_path: Path) -> None:
+    result = simulate(
+        SimulationConfig(vehicles=3, minutes=4, seed=21, defects=True),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    summary = run(warehouse)
+    layers = json.loads(run_cli("status", "--json", home=warehouse.home).stdout)["layers"]
+    lake = summary.stages["lake"]
+    assert list(layers)[:2] == ["lake", "raw"]
+    assert layers["lake"]["batches"] == result.files
+    assert layers["lake"]["rows"] == lake["rows_accepted"]
+    assert layers["lake"]["quarantined"] == lake["rows_quarantined"]
+    assert layers["raw"] == {
+        "database": "raw_db",
+        "batches": result.files,
+        "rows": lake["rows_accepted"],
+    }
