@@ -167,3 +167,33 @@ def copy_arrow(
         for chunk in iter_copy_chunks(selected, pg_types):
             copy.write(chunk)
     return sum(t.num_rows for t in tables)
+
+
+def copy_between(
+    source: psycopg.Connection,
+    query: sql.Composable | str,
+    target: psycopg.Connection,
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    params: Sequence[object] | None = None,
+) -> int:
+    """Stream ``query``'s rows from one database into ``schema.table`` of another.
+
+    ``COPY (query) TO STDOUT (FORMAT BINARY)`` on the source feeds ``COPY … FROM STDIN
+    (FORMAT BINARY)`` on the target block by block: no rows are decoded in Python and memory
+    stays at one block whatever the size. The query's columns must match ``columns`` in
+    order and type. Runs in the callers' transactions; returns the rows the target took.
+    """
+    select = sql.SQL(query) if isinstance(query, str) else query
+    out = sql.SQL("copy ({}) to stdout (format binary)").format(select)
+    into = sql.SQL("copy {}.{} ({}) from stdin (format binary)").format(
+        sql.Identifier(schema),
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+    )
+    with source.cursor() as src, target.cursor() as dst:
+        with src.copy(out, params) as reader, dst.copy(into) as writer:
+            for block in reader:
+                writer.write(block)
+        return dst.rowcount

@@ -62,3 +62,37 @@ def test_empty_table_writes_nothing(services) -> None:  # type: ignore[no-untype
         conn.execute("create temp table copy_empty (t text)")
         assert copy_arrow(conn, "pg_temp", "copy_empty", ["t"], ["text"], table) == 0
         assert conn.execute("select count(*) from copy_empty").fetchone() == (0,)
+
+
+def test_copy_between_databases_streams_binary(services) -> None:  # type: ignore[no-untyped-def]
+    from strata.transfer import copy_between
+
+    with connect(services, "raw_db") as src, connect(services, "staging_db") as dst:
+        src.execute(
+            "create temp table src (id bigint, name text, at timestamptz, doc jsonb, f float8)"
+        )
+        src.execute(
+            "insert into src select g, 'n' || g, timestamptz '2019-06-01 00:00Z' + g * interval"
+            " '1 ms', jsonb_build_object('g', g), g / 3.0 from generate_series(1, 50000) g"
+        )
+        src.execute("insert into src values (0, null, null, null, null)")
+        dst.execute(
+            "create temp table dst (id bigint, name text, at timestamptz, doc jsonb, f float8)"
+        )
+        copied = copy_between(
+            src,
+            "select id, name, at, doc, f from src where id < %s",
+            dst,
+            "pg_temp",
+            "dst",
+            ["id", "name", "at", "doc", "f"],
+            params=[40001],
+        )
+        assert copied == 40001
+        expected = src.execute(
+            "select md5(string_agg(s::text, '|' order by id)) from src s where id < 40001"
+        ).fetchone()
+        actual = dst.execute(
+            "select md5(string_agg(d::text, '|' order by id)) from dst d"
+        ).fetchone()
+        assert actual == expected
