@@ -1,18 +1,30 @@
-"""``strata run``: every stage in order, the same functions the Airflow tasks call."""
+"""``strata run``: every stage in order, the same functions the Airflow tasks call.
+
+The lake ingest and the raw load are separate hops with separate ledgers and transactions.
+Within one run they overlap: each batch the ingest commits is handed over, rows still in
+memory, to the raw load running beside it (a bounded queue, so memory stays bounded and a
+slow load slows the ingest down). Batches the load did not receive this way — left by an
+earlier interrupted run, say — are read back from the lake afterwards.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from strata.errors import StrataError
 from strata.locks import run_lock
 from strata.runlog import RunLog
 from strata.settings import Settings
 
 Progress = Callable[[str, int, int], None]
+HANDOFF_BATCHES = 16  # batches waiting between the two hops at most
+_DONE = object()
 
 
 @dataclass
@@ -22,10 +34,35 @@ class RunSummary:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class _Handoff:
+    """The bounded queue between the ingest (producer thread) and the load (consumer)."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue[object] = queue.Queue(maxsize=HANDOFF_BATCHES)
+        self.consumer_gone = threading.Event()
+
+    def put(self, batch_id: str, source_key: str, table: object) -> None:
+        while not self.consumer_gone.is_set():
+            try:
+                self.items.put((batch_id, source_key, table), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        # the load failed: stop the ingest too (what it committed is loaded by the next run)
+        raise StrataError("the raw load stopped, so the lake ingest stops too")
+
+    def close(self) -> None:
+        self.items.put(_DONE)
+
+    def __iter__(self) -> Iterator[Any]:
+        while (item := self.items.get()) is not _DONE:
+            yield item
+
+
 def run(
     settings: Settings, *, full_refresh: bool = False, progress: Progress | None = None
 ) -> RunSummary:
-    from datalake_pipelines.L1_raw_layer.ingest import ingest
+    from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
     from dwh_pipelines.L1_raw_layer.load import load
 
     run_id = uuid.uuid4()
@@ -35,8 +72,45 @@ def run(
         def stage_progress(name: str) -> Callable[[int, int], None] | None:
             return (lambda done, total: progress(name, done, total)) if progress else None
 
+        # DDL before the two hops run side by side: concurrent CREATE … IF NOT EXISTS of the
+        # same table can collide in the catalog
+        ensure_ledger(settings)
+        handoff = _Handoff()
+        outcome: dict[str, Any] = {}
         started = time.monotonic()
-        lake = ingest(settings, run_id, log, progress=stage_progress("lake"))
+
+        def produce() -> None:
+            try:
+                outcome["lake"] = ingest(
+                    settings,
+                    run_id,
+                    log,
+                    progress=stage_progress("lake"),
+                    on_commit=handoff.put,
+                )
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+                outcome["error"] = exc
+            finally:
+                outcome["lake_seconds"] = round(time.monotonic() - started, 2)
+                handoff.close()
+
+        producer = threading.Thread(target=produce, name="lake-ingest", daemon=True)
+        producer.start()
+        try:
+            raw = load(
+                settings,
+                run_id,
+                log,
+                full_refresh=full_refresh,
+                progress=stage_progress("raw"),
+                incoming=handoff,
+            )
+        finally:
+            handoff.consumer_gone.set()
+            producer.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        lake = outcome["lake"]
         summary.stages["lake"] = {
             "objects_ingested": lake.objects_ingested,
             "objects_seen": lake.objects_seen,
@@ -46,10 +120,8 @@ def run(
             "quarantine_reasons": lake.reasons,
             "schema_drift_fields": lake.drift,
             "ignored_objects": len(lake.ignored_keys),
-            "seconds": round(time.monotonic() - started, 2),
+            "seconds": outcome["lake_seconds"],
         }
-        started = time.monotonic()
-        raw = load(settings, run_id, log, full_refresh=full_refresh, progress=stage_progress("raw"))
         summary.stages["raw"] = {
             "batches_loaded": raw.batches_loaded,
             "rows_loaded": raw.rows_loaded,

@@ -213,13 +213,22 @@ def _prepare(info: ObjectInfo, version: int, source: ObjectStore, lake: ObjectSt
     )
 
 
+Committed = Callable[[str, str, pa.Table], None]
+
+
 def ingest(
     settings: Settings,
     run_id: uuid.UUID,
     log: RunLog,
     progress: Callable[[int, int], None] | None = None,
+    on_commit: Committed | None = None,
 ) -> IngestResult:
-    """Ingest every new source object version into the lake and the ledger."""
+    """Ingest every new source object version into the lake and the ledger.
+
+    ``on_commit(batch_id, source_key, table)`` is called after each batch has committed, with
+    its accepted rows still in memory, so a run can hand them to the next hop without reading
+    them back from the lake.
+    """
     ensure_ledger(settings)
     source = open_store(settings.source_url, settings)
     lake = open_store(settings.lake_url, settings)
@@ -250,6 +259,8 @@ def ingest(
                 with conn.transaction():
                     _commit(conn, prepared, source.url, run_id)
                 checkpoint("lake.after_commit")
+                if on_commit is not None:
+                    on_commit(prepared.batch_id, prepared.info.key, prepared.accepted)
                 _account(result, prepared)
                 profiler.add(
                     prepared.accepted,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -34,6 +34,7 @@ LAYER = "raw"
 SCHEMA = "raw"
 GROUP_ROWS = 250_000  # rows per transaction: few commits, bounded memory
 IN_FLIGHT = 3  # lake files fetched and decoded ahead of the COPY
+HANDOFF_GROUP_ROWS = 50_000  # smaller groups for batches handed over live: the COPY keeps pace
 
 
 @dataclass
@@ -82,20 +83,57 @@ def _pending(conn: psycopg.Connection) -> list[tuple[str, str, str | None, int]]
     ).fetchall()
 
 
-def _groups(
-    tables: Iterator[tuple[tuple[str, str, str | None, int], pa.Table | None]],
-) -> Iterator[list[tuple[tuple[str, str, str | None, int], pa.Table | None]]]:
-    """Consecutive batches of about GROUP_ROWS rows, each group one transaction."""
-    group: list[tuple[tuple[str, str, str | None, int], pa.Table | None]] = []
+Batch = tuple[str, str, pa.Table | None]  # batch id, source key, accepted rows (None: none)
+
+
+def _groups(batches: Iterable[Batch], group_rows: int) -> Iterator[list[Batch]]:
+    """Consecutive batches of about ``group_rows`` rows, each group one transaction."""
+    group: list[Batch] = []
     rows = 0
-    for item in tables:
+    for item in batches:
         group.append(item)
-        rows += item[1].num_rows if item[1] is not None else 0
-        if rows >= GROUP_ROWS:
+        rows += item[2].num_rows if item[2] is not None else 0
+        if rows >= group_rows:
             yield group
             group, rows = [], 0
     if group:
         yield group
+
+
+def _copy_group(
+    conn: psycopg.Connection, group: list[Batch], run_id: uuid.UUID, result: LoadResult
+) -> list[pa.Table]:
+    """COPY one group's rows and record its batches in ONE transaction (then commit)."""
+    columns = [*EVENTS.column_names, "load_seq"]
+    pg_types = [*(c.pg_type for c in EVENTS.columns), "int8"]
+    with conn.transaction():
+        (seq,) = conn.execute(
+            sql.SQL("select nextval({})").format(sql.Literal(f"{SCHEMA}.load_seq"))
+        ).fetchone()
+        loaded = [t for _, _, t in group if t is not None and t.num_rows]
+        if loaded:
+            stamped = [
+                t.append_column("load_seq", pa.repeat(pa.scalar(seq, pa.int64()), len(t)))
+                for t in loaded
+            ]
+            copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, stamped)
+        checkpoint("raw.before_commit")
+        for batch_id, source_key, table in group:
+            rows = table.num_rows if table is not None else 0
+            record_batch(
+                conn,
+                layer=LAYER,
+                batch_id=batch_id,
+                source_key=source_key,
+                rows=rows,
+                run_id=run_id,
+                load_seq=seq,
+            )
+            result.batches.append(batch_id)
+            result.rows_loaded += rows
+            result.batches_loaded += 1
+    conn.commit()
+    return loaded
 
 
 def load(
@@ -105,13 +143,18 @@ def load(
     *,
     full_refresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    incoming: Iterable[Batch] = (),
 ) -> LoadResult:
+    """Load every lake batch not yet in raw_db.
+
+    ``incoming`` are batches the lake ingest of the same run has just committed, with their
+    rows in memory: they are copied as they arrive (overlapping the ingest) instead of being
+    read back from the lake. Whatever else is pending is then read from the lake.
+    """
     ensure_ledger(settings)
     lake = open_store(settings.lake_url, settings)
     result = LoadResult()
     profiler = Profiler(EVENTS)
-    columns = [*EVENTS.column_names, "load_seq"]
-    pg_types = [*(c.pg_type for c in EVENTS.columns), "int8"]
 
     def fetch(lake_key: str | None) -> pa.Table | None:
         if lake_key is None:
@@ -144,49 +187,34 @@ def load(
             )
             conn.execute("delete from audit.batches where layer = %s", (LAYER,))
             # no commit: the emptying commits with the first reloaded group
+
+        def apply(batches: Iterable[Batch], total: int | None, group_rows: int) -> None:
+            done = 0
+            for group in _groups(batches, group_rows):
+                loaded = _copy_group(conn, group, run_id, result)
+                checkpoint("raw.after_commit")
+                for table in loaded:
+                    profiler.add(table)
+                done += len(group)
+                log.event("raw.group", batches=len(group), rows=sum(t.num_rows for t in loaded))
+                if progress and total is not None:
+                    progress(done, total)
+
+        apply(incoming, None, HANDOFF_GROUP_ROWS)
         pending = _pending(conn)
         if progress:
             progress(0, len(pending))
-        done = 0
         # lake files are fetched and decoded ahead (bounded) while the previous group copies
-        fetched = ordered_map(
-            lambda item: (item, fetch(item[2])), pending, in_flight=IN_FLIGHT, name="raw"
+        apply(
+            ordered_map(
+                lambda item: (item[0], item[1], fetch(item[2])),
+                pending,
+                in_flight=IN_FLIGHT,
+                name="raw",
+            ),
+            len(pending),
+            GROUP_ROWS,
         )
-        for group in _groups(fetched):
-            with conn.transaction():
-                (seq,) = conn.execute(
-                    sql.SQL("select nextval({})").format(sql.Literal(f"{SCHEMA}.load_seq"))
-                ).fetchone()
-                loaded = [t for _, t in group if t is not None and t.num_rows]
-                if loaded:
-                    stamped = [
-                        t.append_column("load_seq", pa.repeat(pa.scalar(seq, pa.int64()), len(t)))
-                        for t in loaded
-                    ]
-                    copy_arrow(conn, SCHEMA, EVENTS.name, columns, pg_types, stamped)
-                checkpoint("raw.before_commit")
-                for (batch_id, source_key, _, _), table in group:
-                    rows = table.num_rows if table is not None else 0
-                    record_batch(
-                        conn,
-                        layer=LAYER,
-                        batch_id=batch_id,
-                        source_key=source_key,
-                        rows=rows,
-                        run_id=run_id,
-                        load_seq=seq,
-                    )
-                    result.batches.append(batch_id)
-                    result.rows_loaded += rows
-            conn.commit()
-            checkpoint("raw.after_commit")
-            for table in loaded:
-                profiler.add(table)
-            result.batches_loaded += len(group)
-            done += len(group)
-            log.event("raw.group", batches=len(group), rows=sum(t.num_rows for t in loaded))
-            if progress:
-                progress(done, len(pending))
         conn.commit()  # a full refresh with nothing to reload still empties the layer
         profiler.publish(
             conn,

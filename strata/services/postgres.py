@@ -186,27 +186,37 @@ class EmbeddedPostgres:
         if not self.initialized():
             self._initdb()
         remembered = self.state.read()
-        ports = choose_ports(
-            {"port": DEFAULT_PORT},
-            remembered.get("pg", {}),
-            {"port": self.settings.pg_port},
-            {"port": "STRATA_PG_PORT"},
-        )
-        port = ports["port"]
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            # TCP only: no Unix socket whose path length depends on where $STRATA_HOME is
-            f"-h {HOST} -p {port} -k ''",
-            "-l",
-            str(self.log),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        for attempt in range(3):
+            # a port found free can be taken before the server binds it: then choose again
+            # (an explicit STRATA_PG_PORT is re-checked and reported if busy)
+            port = choose_ports(
+                {"port": DEFAULT_PORT},
+                remembered.get("pg", {}) if attempt == 0 else {},
+                {"port": self.settings.pg_port},
+                {"port": "STRATA_PG_PORT"},
+            )["port"]
+            log_start = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    # TCP only: no Unix socket whose path length depends on $STRATA_HOME
+                    f"-h {HOST} -p {port} -k ''",
+                    "-l",
+                    str(self.log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                )
+                break
+            except ServiceError:
+                with self.log.open("rb") as log:
+                    log.seek(log_start)
+                    if b"Address already in use" not in log.read() or attempt == 2:
+                        raise
         remembered["pg"] = {"port": port}
         self.state.write(remembered)
         if not wait_until(lambda: port_accepts(port), timeout=30):

@@ -135,12 +135,26 @@ class EmbeddedS3:
         self.data.mkdir(parents=True, exist_ok=True)
         self._write_identities()
         remembered = self.state.read()
-        ports = choose_ports(
-            PORT_DEFAULTS,
-            remembered.get("s3", {}),
-            {"s3": self.settings.s3_port},
-            {name: "STRATA_S3_PORT" if name == "s3" else "internal" for name in PORT_DEFAULTS},
-        )
+        previous = remembered.get("s3", {})
+        for attempt in range(3):
+            # a port found free can be taken by someone else before weed binds it: then
+            # choose again (never for an explicit STRATA_S3_PORT, which must be free)
+            ports = choose_ports(
+                PORT_DEFAULTS,
+                previous if attempt == 0 else {},
+                {"s3": self.settings.s3_port},
+                {name: "STRATA_S3_PORT" if name == "s3" else "internal" for name in PORT_DEFAULTS},
+            )
+            remembered["s3"] = ports
+            self.state.write(remembered)
+            if self._start(ports):
+                break
+        else:
+            raise ServiceError(f"SeaweedFS could not bind its ports three times; see {self.log}")
+        return self.status()
+
+    def _start(self, ports: dict[str, int]) -> bool:
+        """Start weed on ``ports``; False when a port was taken meanwhile (try others)."""
         _remove_sockets(ports)
         cmd = [
             str(weed_binary()),
@@ -165,6 +179,7 @@ class EmbeddedS3:
             f"-filer.port={ports['filer']}",
             f"-filer.port.grpc={ports['filer_grpc']}",
         ]
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             process = subprocess.Popen(
                 cmd,
@@ -175,17 +190,18 @@ class EmbeddedS3:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{process.pid}\n")
-        remembered["s3"] = ports
-        self.state.write(remembered)
         if not wait_until(lambda: process.poll() is not None or self._ready(), timeout=90):
             self.stop()
             raise ServiceError(f"SeaweedFS did not become ready in 90 s; see {self.log}")
-        if process.poll() is not None:
-            raise ServiceError(
-                f"SeaweedFS exited with code {process.returncode}: "
-                f"{self.log.read_text(errors='replace')[-1500:]}"
-            )
-        return self.status()
+        if process.poll() is None:
+            return True
+        with self.log.open("rb") as log:
+            log.seek(log_start)
+            output = log.read().decode(errors="replace")
+        if "address already in use" in output:
+            self.stop()  # whatever part of it still runs
+            return False
+        raise ServiceError(f"SeaweedFS exited with code {process.returncode}: {output[-1500:]}")
 
     def _volume_server_registered(self) -> bool:
         """After a restart, reads fail until the volume server has re-registered its volumes

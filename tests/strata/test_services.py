@@ -31,8 +31,8 @@ def _server_ports(settings) -> list[int]:  # type: ignore[no-untyped-def]
     return [state["pg"]["port"], *state["s3"].values()]
 
 
-def test_up_down_up_keeps_data_and_leaves_no_process(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / ".strata")
+def test_up_down_up_keeps_data_and_leaves_no_process(server_home: Path) -> None:
+    settings = make_settings(server_home)
     first = up(settings)
     try:
         pids = {n: s["pid"] for n, s in first["services"].items()}
@@ -240,8 +240,8 @@ def test_busy_explicit_port_is_a_clear_error(tmp_path: Path) -> None:
     assert processes_mentioning(str(tmp_path)) == []
 
 
-def test_busy_remembered_port_is_replaced_and_reported(tmp_path: Path) -> None:
-    home = tmp_path / ".strata"
+def test_busy_remembered_port_is_replaced_and_reported(server_home: Path) -> None:
+    home = server_home
     settings = make_settings(home)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
