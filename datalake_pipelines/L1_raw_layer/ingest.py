@@ -14,11 +14,18 @@ its own batch id; it is never merged with the old version.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
+import multiprocessing
+import os
 import re
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +34,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg.types.json import Jsonb
 
-from datalake_pipelines.L1_raw_layer.parse import parse_object, to_arrow
+from datalake_pipelines.L1_raw_layer.parse import (
+    Parsed,
+    parse_object,
+    parse_object_python,
+    to_arrow,
+)
 from strata.audit import audited_step
 from strata.concurrency import ordered_map
 from strata.db import connect
@@ -161,12 +173,57 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _prepare(info: ObjectInfo, version: int, source: ObjectStore, lake: ObjectStore) -> _Prepared:
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, be killed when the run's process dies, even by SIGKILL —
+    an orphaned parser would outlive the run (and hold its output pipes open)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+class _LineParsers:
+    """Worker processes for objects the fast path cannot take whole (a bad line makes the
+    reference parser read every line in Python, which holds the GIL: threads would not help).
+    Started on first need, so clean runs never pay for them."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes) -> Parsed:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_die_with_parent,
+                )
+        return self._pool.submit(parse_object_python, data).result()
+
+    def __enter__(self) -> _LineParsers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _prepare(
+    info: ObjectInfo,
+    version: int,
+    source: ObjectStore,
+    lake: ObjectStore,
+    fallback: Callable[[bytes], Parsed] | None = None,
+) -> _Prepared:
     """Fetch, parse and write the lake files of one object version (no database work)."""
     batch_id = batch_id_for(source.url, info.key, info.etag, version)
     ingested_at = datetime.now(UTC)
     data = source.get(info.key)
-    parsed = parse_object(data)
+    parsed = parse_object(data, fallback)
     note = None
     if not data:
         note = "empty object"
@@ -248,9 +305,12 @@ def ingest(
             log.event("lake.ignored_object", key=key, reason="name is not a source event file")
         if progress:
             progress(0, len(pending))
-        with connect(settings, "raw_db") as conn:
+        with (
+            connect(settings, "raw_db") as conn,
+            _LineParsers(workers=os.cpu_count() or 2) as line_parsers,
+        ):
             prepared_objects = ordered_map(
-                lambda item: _prepare(item[0], item[1], source, lake),
+                lambda item: _prepare(item[0], item[1], source, lake, line_parsers),
                 pending,
                 in_flight=IN_FLIGHT,
                 name="lake",

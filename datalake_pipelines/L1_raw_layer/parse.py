@@ -24,6 +24,7 @@ column (keyed by their path, e.g. ``data.battery_level``) and counted as schema 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -304,7 +305,7 @@ def _fast_rows(table: pa.Table, numbers: pa.Array) -> tuple[pa.Table, pa.Array]:
     return accepted.filter(good), numbers.filter(suspect)
 
 
-def parse_object(data: bytes) -> Parsed:
+def parse_object(data: bytes, fallback: Callable[[bytes], Parsed] | None = None) -> Parsed:
     """Parse one source object. Never raises for bad content: bad lines are quarantined.
 
     Lines go through pyarrow's JSON reader and column-wise checks; a line the reader rejects,
@@ -335,7 +336,8 @@ def parse_object(data: bytes) -> Parsed:
     # some line is not JSON of the expected shape, or is blank: the reader stops at the first
     # such line after reading its whole block, so retrying around each one costs more than
     # reading the object line by line (measured: 62k lines/s either way on defect-heavy files)
-    return parse_object_python(data)
+    # ``fallback`` lets a caller run that in another process (it holds the GIL)
+    return (fallback or parse_object_python)(data)
 
 
 def _parse_lines(lines: list[bytes], numbers: list[int], complete: bool) -> Parsed:

@@ -20,7 +20,7 @@ from strata.locks import RUN_LOCK_KEY
 from strata.objectstore import open_store
 from strata.pipeline import run
 from strata.settings import Settings
-from tests.support import make_settings, run_cli
+from tests.support import make_settings, processes_mentioning, run_cli
 
 # content columns only: ingested_at / loaded_at say when, not what
 CONTENT = (
@@ -395,3 +395,20 @@ def test_status_reports_batches_per_layer(warehouse: Settings, tmp_path: Path) -
         "batches": result.files,
         "rows": lake["rows_accepted"],
     }
+
+
+def test_a_killed_run_leaves_no_parser_process(warehouse: Settings, tmp_path: Path) -> None:
+    # defects make every object go to the reference parser's worker processes
+    simulate(
+        SimulationConfig(vehicles=5, minutes=12, seed=6, defects=True),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    killed = run_cli(
+        "run",
+        home=warehouse.home,
+        env={**_env(warehouse), "STRATA_FAULT": "lake.after_commit:3"},
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert processes_mentioning("multiprocessing.spawn") == []
