@@ -79,10 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         "rows_quarantined": lake["rows_quarantined"],
         "peak_rss_mib": round(peak_mib, 1),
         "peak_rss_before_run_mib": round(rss_before, 1),
-        # the reference-parser worker processes (started only for objects with bad lines)
-        "peak_rss_worker_mib": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-        ),
         "noop_rerun_s": round(noop_s, 2),
         "noop_rerun_rows": second.stages["raw"]["rows_loaded"],
     }
