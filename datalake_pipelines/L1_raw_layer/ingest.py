@@ -14,14 +14,11 @@ its own batch id; it is never merged with the old version.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import io
 import multiprocessing
 import os
 import re
-import signal
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -173,15 +170,19 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, be killed when the run's process dies, even by SIGKILL —
-    an orphaned parser would outlive the run (and hold its output pipes open)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the line above took effect
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the run's process is gone, even after a SIGKILL —
+    an orphaned parser would outlive the run and hold its output pipes open. (Linux's
+    PDEATHSIG is no use here: it fires when the *thread* that started the worker ends.)
+    ``parent`` comes from the run itself: the run may already be dead when this starts."""
+
+    def watch() -> None:
+        tick = threading.Event()  # never set: a dead parent cannot signal, so poll it
+        while os.getppid() == parent:
+            tick.wait(0.5)
         os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class _LineParsers:
@@ -201,6 +202,7 @@ class _LineParsers:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_die_with_parent,
+                    initargs=(os.getpid(),),
                 )
         return self._pool.submit(parse_object_python, data).result()
 
