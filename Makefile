@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_raw.py
+	$(BIN)/python bench/bench_warehouse.py
 
 up down status: $(STAMP)
 	$(BIN)/strata $@

@@ -91,9 +91,21 @@ def _print_status(info: dict) -> None:
             continue
         extra = f", {counts['quarantined']:,} quarantined" if "quarantined" in counts else ""
         out.print(
-            f"  {layer + ' layer':<12} {counts['batches']:,} batches, {counts['rows']:,} rows{extra}",
+            f"  {layer + ' layer':<15} {counts['batches']:,} batches, {counts['rows']:,} rows{extra}",
             soft_wrap=True,
         )
+        for env, tables in counts.get("tables", {}).items():
+            if tables:
+                listed = ", ".join(f"{t} {n:,}" for t, n in tables.items())
+                out.print(f"  {'':<15}   {env}: {listed}", soft_wrap=True)
+        if checks := counts.get("checks"):
+            state = "[red]failing[/red]" if checks["fail"] else "[green]passing[/green]"
+            bad = f": {', '.join(checks['not_passing'])}" if checks["not_passing"] else ""
+            out.print(
+                f"  {'':<15}   checks {state} at {checks['at']}: {checks['pass']} pass,"
+                f" {checks['warn']} warn, {checks['fail']} fail{bad}",
+                soft_wrap=True,
+            )
 
 
 @app.command()
@@ -192,6 +204,14 @@ def run_command(
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild the layers from the lake.")
     ] = False,
+    reprocess: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reprocess",
+            metavar="BATCH_ID",
+            help="Re-derive this raw batch through staging, semantic and dwh (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run every stage in order (what main_dag runs), without Airflow."""
     from strata.pipeline import run
@@ -206,7 +226,12 @@ def run_command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = run(settings, full_refresh=full_refresh, progress=progress)
+        summary = run(
+            settings,
+            full_refresh=full_refresh,
+            reprocess=tuple(reprocess or ()),
+            progress=progress,
+        )
     lake, raw = summary.stages["lake"], summary.stages["raw"]
     out.print(
         f"lake: {lake['objects_ingested']} new objects ({lake['objects_seen']} seen), "
@@ -228,10 +253,50 @@ def run_command(
         f"raw:  {raw['batches_loaded']} batches, {raw['rows_loaded']:,} rows loaded in {raw['seconds']} s",
         soft_wrap=True,
     )
+    for name in ("staging", "semantic", "dwh"):
+        stage = summary.stages[name]
+        if not stage["batches"]:
+            out.print(f"{name + ':':9} nothing new")
+            continue
+        written = ", ".join(f"{t} {n:,}" for t, n in stage["rows_out"].items())
+        removed = ", ".join(f"{k}={v:,}" for k, v in sorted(stage["removed"].items()) if v)
+        out.print(
+            f"{name + ':':9} {stage['batches']} batches, {stage['rows_in']:,} rows in -> {written};"
+            f" {stage['checks']} checks passed in {stage['seconds']} s"
+            + (f"; removed: {removed}" if removed else "")
+            + (f"; warnings: {', '.join(stage['warnings'])}" if stage["warnings"] else ""),
+            soft_wrap=True,
+        )
+    views = summary.stages["presentation"]["views"]
+    out.print(f"reporting: views {', '.join(views)}", soft_wrap=True)
+    found = summary.stages["presentation"]["answer"]
+    if found["periods"]:
+        out.print(
+            f"answer:   average distance travelled by a vehicle during an operating period ="
+            f" {found['avg_distance_km_mean_of_periods']:.3f} km (mean over {found['periods']}"
+            f" live periods; {found['avg_distance_km_pooled']:.3f} km pooled over"
+            f" {found['vehicle_periods']} vehicle-periods) — dwh_db"
+            " reporting.avg_distance_per_operating_period",
+            soft_wrap=True,
+        )
+    else:
+        out.print("answer:   no live operating period with location updates yet")
     out.print(
         f"run {summary.run_id} in {time.monotonic() - began:.1f} s; log: {summary.log_path}",
         soft_wrap=True,
     )
+
+
+@app.command("reject-batch")
+def reject_batch_command(
+    batch_id: Annotated[str, typer.Argument(help="A raw batch id (raw_db audit.batches).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is set aside.")] = "rejected",
+) -> None:
+    """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw_db)."""
+    from dwh_pipelines.warehouse import reject_batch
+
+    reject_batch(_settings(), batch_id, reason)
+    out.print(f"batch {batch_id} set aside ({reason}); the next run skips it")
 
 
 @app.command("sql")

@@ -103,8 +103,14 @@ def connect(
     t = target(settings, db, admin=admin)
     extra = {"password": t.password} if t.password is not None else {}
     try:
+        # UTC sessions: text forms of timestamps (content hashes, surrogate keys) never depend
+        # on the server's or the client's time zone
         return psycopg.connect(
-            t.conninfo, autocommit=autocommit, application_name="strata", **extra
+            t.conninfo,
+            autocommit=autocommit,
+            application_name="strata",
+            options="-c TimeZone=UTC",
+            **extra,
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

@@ -60,10 +60,17 @@ class _Handoff:
 
 
 def run(
-    settings: Settings, *, full_refresh: bool = False, progress: Progress | None = None
+    settings: Settings,
+    *,
+    full_refresh: bool = False,
+    reprocess: tuple[str, ...] = (),
+    until: str | None = None,
+    progress: Progress | None = None,
 ) -> RunSummary:
+    """Every stage in order; ``until="raw"`` stops after the raw load (the lake/raw bench)."""
     from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
     from dwh_pipelines.L1_raw_layer.load import load
+    from dwh_pipelines.warehouse import apply_presentation, layers, run_layer
 
     run_id = uuid.uuid4()
     with run_lock(settings), RunLog(settings, run_id) as log:
@@ -127,4 +134,48 @@ def run(
             "rows_loaded": raw.rows_loaded,
             "seconds": round(time.monotonic() - started, 2),
         }
+        if until == "raw":
+            return summary
+        for layer in layers():
+            began = time.monotonic()
+            if progress:
+                progress(layer.name, 0, 1)
+            result = run_layer(
+                settings, layer, run_id, log, full_refresh=full_refresh, reprocess=reprocess
+            )
+            if progress:
+                progress(layer.name, 1, 1)
+            summary.stages[layer.name] = {
+                "batches": result.batches,
+                "rows_in": result.rows_in,
+                "rows_out": result.rows_out,
+                "removed": result.details.get("removed", {}),
+                "checks": len(result.checks),
+                "warnings": [f"{c.table}.{c.name}" for c in result.checks if c.status == "warn"],
+                "seconds": round(time.monotonic() - began, 2),
+            }
+        summary.stages["presentation"] = {
+            "views": apply_presentation(settings, log),
+            "answer": answer(settings),
+        }
+        log.event("answer", **summary.stages["presentation"]["answer"])
     return summary
+
+
+def answer(settings: Settings) -> dict[str, Any]:
+    """The BI answer as published: the mean of the per-period averages, and pooled."""
+    from strata.db import connect
+
+    with connect(settings, "dwh_db") as conn:
+        periods, mean_of_periods, pooled, vehicle_periods = conn.execute(
+            "select count(*), avg(avg_distance_km order by operating_period_id),"
+            " sum(total_distance_km order by operating_period_id) / nullif(sum(vehicles), 0),"
+            " coalesce(sum(vehicles), 0)"
+            " from reporting.avg_distance_per_operating_period"
+        ).fetchone()
+    return {
+        "periods": periods,
+        "vehicle_periods": int(vehicle_periods),
+        "avg_distance_km_mean_of_periods": mean_of_periods,
+        "avg_distance_km_pooled": pooled,
+    }

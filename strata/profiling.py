@@ -8,11 +8,12 @@ metrics go to ``audit.profile_metrics`` of the database the hop wrote and to the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 
 from strata.audit import Metric, StepStats, write_metrics
 from strata.runlog import RunLog
@@ -69,9 +70,6 @@ class Profiler:
         for name, tag in self.spec.sensitive_columns.items():
             yield Metric(name, "sensitive", 1, value_text=tag)
 
-    def as_dict(self) -> dict[str, object]:
-        return {f"{m.column_name}.{m.metric}": m.value_text or m.value for m in self.metrics()}
-
     def publish(
         self,
         conn: psycopg.Connection,
@@ -84,7 +82,67 @@ class Profiler:
         time_column: str = "at",
     ) -> None:
         """Store the metrics in ``audit.profile_metrics``, widen the step's data range, log."""
-        write_metrics(conn, run_id=run_id, layer=layer, target=target, metrics=self.metrics())
-        conn.commit()
+        publish_metrics(
+            conn, run_id=run_id, layer=layer, target=target, metrics=self.metrics(), log=log
+        )
         stats.widen(*self.time_range(time_column))  # type: ignore[arg-type]
-        log.event(f"{layer}.profile", target=target, **self.as_dict())
+
+
+def sql_metrics(
+    conn: psycopg.Connection, schema: str, spec: TableSpec, *, rows_in: int | None = None
+) -> list[Metric]:
+    """The same metrics as :class:`Profiler`, measured in one scan of a table in the database
+    (the warehouse hops never bring their rows into Python)."""
+    table = sql.SQL(".").join([sql.Identifier(schema), sql.Identifier(spec.name)])
+    exprs: list[sql.Composable] = [sql.SQL("count(*)")]
+    names: list[tuple[str, str]] = []
+    for c in spec.columns:
+        exprs.append(sql.SQL("count(*) - count({})").format(sql.Identifier(c.name)))
+        names.append((c.name, "null_count"))
+    for key in spec.distinct_keys:
+        exprs.append(sql.SQL("count(distinct {})").format(sql.Identifier(key)))
+        names.append((key, "distinct_count"))
+    for column in spec.timestamp_columns:
+        for fn in ("min", "max"):
+            exprs.append(
+                sql.SQL("to_char({}({}), 'YYYY-MM-DD\"T\"HH24:MI:SS.USOF')").format(
+                    sql.SQL(fn), sql.Identifier(column)
+                )
+            )
+            names.append((column, fn))
+    row = conn.execute(
+        sql.SQL("select {} from {}").format(sql.SQL(", ").join(exprs), table)
+    ).fetchone()
+    rows = int(row[0])
+    metrics = [
+        Metric("*", "rows_in", rows if rows_in is None else rows_in),
+        Metric("*", "rows_out", rows),
+    ]
+    for (column, metric), value in zip(names, row[1:], strict=True):
+        if metric in ("min", "max"):
+            if value is not None:
+                metrics.append(Metric(column, metric, value_text=value))
+        else:
+            metrics.append(Metric(column, metric, value))
+    metrics += [Metric(n, "sensitive", 1, value_text=t) for n, t in spec.sensitive_columns.items()]
+    return metrics
+
+
+def publish_metrics(
+    conn: psycopg.Connection,
+    *,
+    run_id: uuid.UUID,
+    layer: str,
+    target: str,
+    metrics: Iterable[Metric],
+    log: RunLog,
+) -> None:
+    """The one way metrics are kept: ``audit.profile_metrics`` of the database, and the run log."""
+    metrics = list(metrics)
+    write_metrics(conn, run_id=run_id, layer=layer, target=target, metrics=metrics)
+    conn.commit()
+    log.event(
+        f"{layer}.profile",
+        target=target,
+        **{f"{m.column_name}.{m.metric}": m.value_text or m.value for m in metrics},
+    )

@@ -27,7 +27,9 @@ TYPES: dict[str, tuple[pa.DataType, str]] = {
     "bool": (pa.bool_(), "boolean"),
     "timestamptz": (pa.timestamp("us", tz="UTC"), "timestamptz"),
     "json": (pa.string(), "jsonb"),
+    "date": (pa.date32(), "date"),
 }
+SEVERITIES = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Column:
     nullable: bool = True
     sensitivity: str | None = None
     description: str = ""
+    accepted_values: tuple[str, ...] | None = None
+    range: tuple[float, float] | None = None
+    references: str | None = None  # "<table>.<column>" in the same layer: a foreign key
 
     @property
     def arrow_field(self) -> pa.Field:
@@ -51,6 +56,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A query returning the offending rows; ``fail`` blocks promotion, ``warn`` is recorded."""
+
+    name: str
+    sql: str
+    severity: str = "fail"
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     description: str
@@ -61,6 +76,10 @@ class TableSpec:
     timestamp_columns: tuple[str, ...] = ()
     distinct_keys: tuple[str, ...] = ()
     path: Path | None = None
+    merge_on: tuple[str, ...] = ()  # promotion replaces prod rows matching dev rows on these
+    prune: str | None = None  # rows meeting this condition are removed from prod on promotion
+    indexes: tuple[tuple[str, ...], ...] = ()
+    checks: tuple[Check, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -87,18 +106,22 @@ class TableSpec:
         extra_columns: tuple[tuple[str, str], ...] = (),
         *,
         primary_key: bool = True,
+        not_null: bool = True,
+        unlogged: bool = False,
+        name: str | None = None,
     ) -> sql.Composed:
+        """``CREATE TABLE IF NOT EXISTS``; dev candidates drop the constraints (``not_null``,
+        ``primary_key``) so that checks can count offending rows instead of a load failing."""
         parts = [
             sql.SQL("{} {}{}").format(
                 sql.Identifier(c.name),
                 sql.SQL(c.pg_type),
-                sql.SQL("" if c.nullable else " not null"),
+                sql.SQL(" not null" if not_null and not c.nullable else ""),
             )
             for c in self.columns
         ]
         parts += [
-            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(ddl))
-            for name, ddl in extra_columns
+            sql.SQL("{} {}").format(sql.Identifier(col), sql.SQL(ddl)) for col, ddl in extra_columns
         ]
         if self.keys and primary_key:
             parts.append(
@@ -106,8 +129,11 @@ class TableSpec:
                     sql.SQL(", ").join(map(sql.Identifier, self.keys))
                 )
             )
-        return sql.SQL("create table if not exists {}.{} ({})").format(
-            sql.Identifier(schema), sql.Identifier(self.name), sql.SQL(", ").join(parts)
+        return sql.SQL("create {}table if not exists {}.{} ({})").format(
+            sql.SQL("unlogged " if unlogged else ""),
+            sql.Identifier(schema),
+            sql.Identifier(name or self.name),
+            sql.SQL(", ").join(parts),
         )
 
     def comment_sql(self, schema: str) -> list[sql.Composed]:
@@ -139,7 +165,21 @@ def load_table(path: Path) -> TableSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read table declaration: {exc}") from exc
     try:
-        columns = tuple(Column(**c) for c in raw["columns"])
+        columns = tuple(
+            Column(
+                **{
+                    **c,
+                    **(
+                        {"accepted_values": tuple(c["accepted_values"])}
+                        if c.get("accepted_values") is not None
+                        else {}
+                    ),
+                    **({"range": tuple(c["range"])} if c.get("range") is not None else {}),
+                }
+            )
+            for c in raw["columns"]
+        )
+        checks = tuple(Check(**c) for c in raw.get("checks", ()))
         spec = TableSpec(
             name=raw["name"],
             description=raw.get("description", ""),
@@ -150,23 +190,38 @@ def load_table(path: Path) -> TableSpec:
             timestamp_columns=tuple(raw.get("timestamp_columns", ())),
             distinct_keys=tuple(raw.get("distinct_keys", ())),
             path=path,
+            merge_on=tuple(raw.get("merge_on", raw.get("keys", ()))),
+            prune=raw.get("prune"),
+            indexes=tuple(tuple(i) for i in raw.get("indexes", ())),
+            checks=checks,
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: invalid table declaration: {exc}") from exc
     names = spec.column_names
     unknown_types = [c.type for c in columns if c.type not in TYPES]
-    referenced = set(spec.keys) | set(spec.timestamp_columns) | set(spec.distinct_keys)
+    referenced = (
+        set(spec.keys)
+        | set(spec.timestamp_columns)
+        | set(spec.distinct_keys)
+        | set(spec.merge_on)
+        | {name for index in spec.indexes for name in index}
+    )
+    bad_severity = [c.name for c in spec.checks if c.severity not in SEVERITIES]
+    if bad_severity:
+        raise ConfigError(f"{path}: checks {bad_severity} need severity fail or warn")
     if unknown_types:
         raise ConfigError(f"{path}: unknown column types {unknown_types}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate column names")
     if not referenced <= set(names):
-        raise ConfigError(f"{path}: keys/timestamps name unknown columns {referenced - set(names)}")
+        raise ConfigError(
+            f"{path}: keys/timestamps/indexes name unknown columns {referenced - set(names)}"
+        )
     return spec
 
 
 _KNOWN = {
     "name", "description", "grain", "keys", "columns", "write_mode",
-    "timestamp_columns", "distinct_keys",
+    "timestamp_columns", "distinct_keys", "merge_on", "prune", "indexes", "checks",
 }  # fmt: skip

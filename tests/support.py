@@ -54,3 +54,37 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z" and int(entry.name) != os.getpid():
             found.append(int(entry.name))
     return found
+
+
+WAREHOUSE_SCHEMAS = {
+    "raw_db": ("raw", "audit"),
+    "staging_db": ("dev", "prod", "audit"),
+    "semantic_db": ("dev", "prod", "audit"),
+    "dwh_db": ("dev", "prod", "reporting", "audit"),
+}
+
+
+def reset_databases(settings: Settings) -> None:
+    """Empty all four databases (drop their data schemas) and bootstrap them again."""
+    from strata.bootstrap import bootstrap
+    from strata.db import connect
+
+    for db, schemas in WAREHOUSE_SCHEMAS.items():
+        with connect(settings, db, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f"drop schema if exists {schema} cascade")
+    bootstrap(settings)
+
+
+def isolated(services: Settings, name: str) -> Settings:
+    """The shared servers, emptied, with a source and lake prefix of this test's own."""
+    import uuid
+
+    tag = f"{name[:40]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
+    settings = make_settings(
+        services.home,
+        source_url=f"s3://strata-source/{tag}/data",
+        lake_url=f"s3://strata-lake/{tag}",
+    )
+    reset_databases(settings)
+    return settings

@@ -139,8 +139,12 @@ def layer_counts(settings: Settings) -> dict[str, Any]:
                     continue
                 for layer, batches, rows in conn.execute(
                     "select layer, count(*), coalesce(sum(rows), 0) from audit.batches group by 1"
-                ):
+                ).fetchall():
                     counts[layer] = {"database": db, "batches": batches, "rows": int(rows)}
+                    if layer != "raw":
+                        from dwh_pipelines.warehouse import layer_status
+
+                        counts[layer].update(layer_status(conn, layer))
                 if (
                     db == "raw_db"
                     and conn.execute("select to_regclass('audit.lake_objects')").fetchone()[0]

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import signal
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -14,13 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
-from strata.bootstrap import bootstrap
 from strata.db import connect
 from strata.locks import RUN_LOCK_KEY
 from strata.objectstore import open_store
 from strata.pipeline import run
 from strata.settings import Settings
-from tests.support import make_settings, processes_mentioning, run_cli
+from tests.support import isolated, make_settings, processes_mentioning, reset_databases, run_cli
 
 # content columns only: ingested_at / loaded_at say when, not what
 CONTENT = (
@@ -31,18 +29,8 @@ CONTENT = (
 
 @pytest.fixture()
 def warehouse(services: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The shared servers with an empty raw_db and a source/lake prefix of this test's own."""
-    with connect(services, "raw_db", autocommit=True) as conn:
-        conn.execute("drop schema if exists raw cascade")
-        conn.execute("drop schema if exists audit cascade")
-    tag = f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
-    settings = make_settings(
-        services.home,
-        source_url=f"s3://strata-source/{tag}/data",
-        lake_url=f"s3://strata-lake/{tag}",
-    )
-    bootstrap(settings)
-    return settings
+    """The shared servers with empty databases and a source/lake prefix of this test's own."""
+    return isolated(services, request.node.name)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -166,10 +154,7 @@ def test_sigkill_then_rerun_equals_one_clean_run(
     run_cli("run", home=warehouse.home, env=_env(warehouse))
     crashed = _checksum(warehouse)
     # the same source in a clean installation state, one run
-    with connect(warehouse, "raw_db", autocommit=True) as conn:
-        conn.execute("drop schema raw cascade")
-        conn.execute("drop schema audit cascade")
-    bootstrap(warehouse)
+    reset_databases(warehouse)
     run_cli("run", home=warehouse.home, env=_env(warehouse))
     assert crashed == _checksum(warehouse)
     assert crashed[0] > 0

@@ -1,0 +1,103 @@
+"""Source bucket → dwh_db.prod on the embedded services, checks included: events/s, per-hop
+split, peak memory; then an incremental run that adds 1% more source objects.
+
+Starts its own embedded installation in a temporary STRATA_HOME and simulates about
+``--events`` events into a local folder (not timed). 99% of the objects are uploaded to the
+source bucket and one ``strata run`` (every layer) is timed in this process; then the held-back
+1% is uploaded — late files scattered over the whole window — and a second run is timed.
+
+    python bench/bench_warehouse.py --events 1000000
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import arguments, fleet, installation, print_report
+
+from datalake_pipelines.source_simulator import simulate
+from strata.objectstore import open_store
+from strata.pipeline import run
+
+
+def _upload(settings, folder: Path, files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    source = open_store(settings.source_url, settings)
+    for f in files:
+        source.put(str(f.relative_to(folder)), f.read_bytes())
+
+
+def _split(summary) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    stages = summary.stages
+    return {
+        "lake_and_raw_s": stages["raw"]["seconds"],
+        "staging_s": stages["staging"]["seconds"],
+        "semantic_s": stages["semantic"]["seconds"],
+        "dwh_s": stages["dwh"]["seconds"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, argv)
+
+    with installation("strata-bench-wh-", keep=args.keep) as settings:
+        folder = settings.home.parent / "fleet"
+        sim = simulate(
+            fleet(args.events, args.defects), open_store(str(folder), settings), settings.home / "simulator"
+        )
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        late = set(random.Random(7).sample(files, max(1, round(len(files) / 100))))
+        early = [f for f in files if f not in late]
+        _upload(settings, folder, early)
+        early_events = sum(f.read_bytes().count(b"\n") for f in early)
+
+        began = time.monotonic()
+        first = run(settings)
+        total_s = time.monotonic() - began
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        _upload(settings, folder, sorted(late))
+        late_events = sum(f.read_bytes().count(b"\n") for f in late)
+        began = time.monotonic()
+        second = run(settings)
+        incremental_s = time.monotonic() - began
+
+        began = time.monotonic()
+        third = run(settings)
+        noop_s = time.monotonic() - began
+
+    report = {
+        "events_simulated": sim.events,
+        "files": sim.files,
+        "defects": args.defects,
+        "first_run_events": early_events,
+        "first_run_s": round(total_s, 2),
+        "events_per_s": round(early_events / total_s),
+        **_split(first),
+        "fct_location_rows": first.stages["dwh"]["rows_out"]["fct_vehicle_location_updates"],
+        "checks_run": sum(first.stages[s]["checks"] for s in ("staging", "semantic", "dwh")),
+        "peak_rss_mib": round(peak_mib, 1),
+        "incremental_objects": len(late),
+        "incremental_events": late_events,
+        "incremental_run_s": round(incremental_s, 2),
+        **{f"incremental_{k}": v for k, v in _split(second).items()},
+        "incremental_rows_in": {
+            s: second.stages[s]["rows_in"] for s in ("staging", "semantic", "dwh")
+        },
+        "incremental_pairs_recomputed": second.stages["dwh"]["rows_out"][
+            "fct_vehicle_operating_periods"
+        ],
+        "all_pairs": first.stages["dwh"]["rows_out"]["fct_vehicle_operating_periods"],
+        "noop_run_s": round(noop_s, 2),
+        "noop_rows_in": {s: third.stages[s]["rows_in"] for s in ("staging", "semantic", "dwh")},
+    }
+    return print_report(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""What the pipeline benchmarks share: a throw-away embedded installation and a fleet size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from datalake_pipelines.source_simulator import SimulationConfig
+from strata.services import down, up
+from strata.settings import Settings, load_settings
+
+MINUTES = 90
+EVENTS_PER_VEHICLE_MINUTE = 15.75  # measured from the simulator (see bench_simulate.py)
+
+
+def fleet(events: int, defects: bool) -> SimulationConfig:
+    """About ``events`` events: 5 organizations over 90 minutes, vehicles to match."""
+    vehicles = max(1, round(events / (MINUTES * EVENTS_PER_VEHICLE_MINUTE)))
+    return SimulationConfig(
+        organizations=5, vehicles=vehicles, minutes=MINUTES, seed=1, defects=defects
+    )
+
+
+@contextmanager
+def installation(prefix: str, keep: bool = False) -> Iterator[Settings]:
+    """Embedded servers in a temporary STRATA_HOME, stopped and removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix=prefix)) / ".strata"
+    settings = load_settings(_env_file=None, home=home)
+    up(settings)
+    try:
+        yield settings
+    finally:
+        if not keep:
+            down(settings)
+            shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def print_report(report: dict) -> int:
+    """Aligned lines for people, then one JSON line for tools; the exit status."""
+    width = max(map(len, report))
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(report))
+    return 0
+
+
+def arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--defects", action="store_true", help="inject the simulator's defects")
+    parser.add_argument("--keep", action="store_true", help="keep the installation afterwards")
+    return parser.parse_args(argv)

@@ -1,0 +1,39 @@
+-- Vehicles with new lifecycle or break events (their history is in dev.in_vehicle_history)
+-- and vehicles not published yet.
+with touched as (
+    select distinct e.entity_id as vehicle_id
+    from dev.in_events as e
+    where e.entity_type = 'vehicle'
+      and (e.event_name <> 'update'
+           or not exists (select 1 from prod.mdm_vehicles as p where p.vehicle_id = e.entity_id))
+),
+lifecycle as (
+    select entity_id as vehicle_id,
+           min(event_at) filter (where event_name = 'register') as registered_at,
+           max(event_at) filter (where event_name = 'deregister') as deregistered_at,
+           (array_agg(organization_id order by event_at, event_key)
+               filter (where event_name = 'register'))[1] as registered_organization_id
+    from dev.in_vehicle_history
+    where event_name in ('register', 'deregister')
+    group by entity_id
+),
+first_event as (
+    select distinct on (entity_id) entity_id as vehicle_id, organization_id
+    from dev.in_events
+    where entity_type = 'vehicle'
+    order by entity_id, event_at, event_key
+)
+select t.vehicle_id,
+       coalesce(l.registered_organization_id, p.organization_id, f.organization_id)
+           as organization_id,
+       l.registered_at,
+       l.deregistered_at,
+       case
+           when l.deregistered_at is not null then 'deregistered'
+           when l.registered_at is not null then 'registered'
+           else 'unregistered'
+       end as lifecycle_status
+from touched as t
+left join lifecycle as l using (vehicle_id)
+left join prod.mdm_vehicles as p using (vehicle_id)
+left join first_event as f using (vehicle_id)

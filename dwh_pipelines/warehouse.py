@@ -1,0 +1,841 @@
+"""The one runner for the warehouse hops (staging, semantic, dwh): transfer, build, gate, publish.
+
+A layer is a folder (``L2_staging_layer`` …) holding ``layer.yaml`` (its database, the layer it
+reads and the inputs it streams) and one folder per table (``table.yaml`` + ``transform.sql``).
+For every run:
+
+1. **transfer** — the rows the upstream layer published since this layer's watermark (and, for
+   keyed inputs, the full history of the keys they touch) stream by binary COPY from the
+   upstream database into ``dev.in_*`` tables of this layer's database;
+2. **build** — each table's ``transform.sql`` (a plain ``SELECT`` over ``dev.in_*``, ``prod.*``
+   and ``dev.next_*``) fills ``dev.<table>`` with the rows that change: the candidate;
+3. **gate** — every check (derived from the declarations, plus the declared ones) runs on the
+   candidate; results go to ``audit.dq_results``; one failing ``fail`` check stops the run with
+   its name and count, and prod is not touched;
+4. **publish** — in ONE transaction: per table, prod rows matching the candidate on
+   ``merge_on`` are replaced by the candidate's rows (stamped with the publish sequence
+   ``_seq``), and the upstream batches are recorded in ``audit.batches``.
+
+A crash anywhere before the publish commit leaves prod and the ledger as they were; the rerun
+rebuilds dev from scratch. ``dev.next_<table>`` is a view of what prod will hold after the
+publish (prod rows not replaced, plus the candidate), for transforms that need the whole table.
+
+``--full-refresh`` builds the candidate from everything upstream with prod read as empty (the
+transforms' ``prod.<t>`` become ``dev.void_<t>``, empty twins), then swaps prod wholesale in the
+publish transaction.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from strata.audit import audited_step
+from strata.db import connect
+from strata.errors import ConfigError, StrataError
+from strata.faults import checkpoint
+from strata.profiling import publish_metrics, sql_metrics
+from strata.runlog import RunLog
+from strata.settings import Settings
+from strata.tables import Check, TableSpec, load_table
+from strata.transfer import copy_between
+
+ROOT = Path(__file__).parent
+LAYER_FOLDERS = ("L2_staging_layer", "L3_semantic_layer", "L4_dwh_layer")
+PRESENTATION_FOLDER = "L5_presentation_layer"
+SEQ = "_seq"  # publish sequence stamped on prod rows: the next layer's watermark column
+CHECK_SAMPLE = 5
+
+WAREHOUSE_DDL = """
+alter table audit.batches add column if not exists source_seq bigint;
+create sequence if not exists audit.publish_seq;
+create table if not exists audit.dq_results (
+    run_id uuid not null,
+    layer text not null,
+    table_name text not null,
+    check_name text not null,
+    severity text not null,
+    status text not null check (status in ('pass', 'fail', 'warn')),
+    offending_rows bigint not null,
+    sample jsonb,
+    description text,
+    checked_at timestamptz not null default now(),
+    primary key (run_id, layer, table_name, check_name)
+);
+create table if not exists dev.reprocess_batches (batch_id text primary key);
+"""
+
+# One definition of the shared SQL functions, created in every warehouse database.
+FUNCTIONS_SQL = """
+create or replace function public.strata_sk(key text) returns bigint
+language sql immutable parallel safe strict
+return ('x' || substr(md5(key), 1, 16))::bit(64)::bigint;
+comment on function public.strata_sk(text) is
+  'Deterministic surrogate key: the first 64 bits of md5(business key). Same key, same sk,
+   whatever the order or the split into runs in which the rows arrived.';
+create or replace function public.haversine_km(
+    lat1 double precision, lng1 double precision, lat2 double precision, lng2 double precision
+) returns double precision
+language sql immutable parallel safe strict
+return 2 * 6371.0 * asin(sqrt(
+    power(sin((radians(lat2) - radians(lat1)) / 2), 2)
+    + cos(radians(lat1)) * cos(radians(lat2)) * power(sin((radians(lng2) - radians(lng1)) / 2), 2)
+));
+comment on function public.haversine_km(double precision, double precision, double precision,
+  double precision) is 'Great-circle distance in km on a sphere of mean Earth radius 6371.0 km.';
+"""
+
+
+class GateFailed(StrataError):
+    """A blocking check failed: nothing was published."""
+
+
+@dataclass(frozen=True)
+class Input:
+    """A ``dev.<name>`` table filled from an upstream table each run."""
+
+    name: str
+    source: str  # an upstream table name (its prod), or raw.events
+    columns: tuple[str, ...]
+    where: str | None = None  # an extra filter on the upstream rows
+    keys_from: str | None = None  # keyed input: SQL on this database giving the key values…
+    key_column: str | None = None  # …matched against this upstream column (no watermark)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    layer: str
+    database: str
+    schema: str
+    seq_column: str
+    tables: dict[str, TableSpec]
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    database: str
+    folder: Path
+    upstream: Upstream
+    inputs: tuple[Input, ...]
+    tables: tuple[TableSpec, ...]  # in dependency order
+    description: str = ""
+
+    def table(self, name: str) -> TableSpec:
+        for spec in self.tables:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def transform(self, spec: TableSpec) -> str:
+        return (self.folder / spec.name / "transform.sql").read_text(encoding="utf-8")
+
+
+@dataclass
+class CheckResult:
+    table: str
+    name: str
+    severity: str
+    offending: int
+    sample: list
+    description: str = ""
+
+    @property
+    def status(self) -> str:
+        if not self.offending:
+            return "pass"
+        return "fail" if self.severity == "fail" else "warn"
+
+
+@dataclass
+class LayerResult:
+    layer: str
+    batches: int = 0
+    rows_in: int = 0
+    rows_out: dict[str, int] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    watermark: tuple[int, int] = (0, 0)
+    details: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- declarations
+
+
+def _raw_upstream() -> Upstream:
+    from datalake_pipelines.L1_raw_layer.ingest import EVENTS
+
+    return Upstream("raw", "raw_db", "raw", "load_seq", {"events": EVENTS})
+
+
+@cache
+def layers() -> tuple[Layer, ...]:
+    """Every warehouse layer, read from its folder; errors name the file."""
+    found: list[Layer] = []
+    upstream = _raw_upstream()
+    for folder_name in LAYER_FOLDERS:
+        layer = _load_layer(ROOT / folder_name, upstream)
+        found.append(layer)
+        upstream = Upstream(
+            layer.name, layer.database, "prod", SEQ, {t.name: t for t in layer.tables}
+        )
+    return tuple(found)
+
+
+def layer_named(name: str) -> Layer:
+    for layer in layers():
+        if layer.name == name:
+            return layer
+    raise ConfigError(f"unknown layer {name!r}; expected one of {[l.name for l in layers()]}")
+
+
+def _load_layer(folder: Path, upstream: Upstream) -> Layer:
+    path = folder / "layer.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        specs = {
+            p.parent.name: load_table(p) for p in sorted(folder.glob("*/table.yaml"))
+        }
+        inputs = tuple(
+            Input(
+                name=i["name"],
+                source=i["source"],
+                columns=tuple(i.get("columns") or ()),
+                where=i.get("where"),
+                keys_from=i.get("keys_from"),
+                key_column=i.get("key_column"),
+            )
+            for i in raw.get("inputs", ())
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: invalid layer declaration: {exc}") from exc
+    for i in inputs:
+        source = i.source.split(".")[-1]
+        if source not in upstream.tables:
+            raise ConfigError(f"{path}: input {i.name} reads unknown table {i.source}")
+        unknown = set(i.columns) - set(upstream.tables[source].column_names)
+        if unknown:
+            raise ConfigError(f"{path}: input {i.name} names unknown columns {sorted(unknown)}")
+        if bool(i.keys_from) != bool(i.key_column):
+            raise ConfigError(f"{path}: input {i.name} needs both keys_from and key_column")
+    for name, spec in specs.items():
+        if name != spec.name:
+            raise ConfigError(f"{spec.path}: folder {name} declares table {spec.name}")
+        if not (folder / name / "transform.sql").is_file():
+            raise ConfigError(f"{folder / name}: no transform.sql")
+    return Layer(
+        name=raw["layer"],
+        database=raw["database"],
+        folder=folder,
+        upstream=upstream,
+        inputs=inputs,
+        tables=_dependency_order(folder, specs),
+        description=raw.get("description", ""),
+    )
+
+
+def _dependency_order(folder: Path, specs: dict[str, TableSpec]) -> tuple[TableSpec, ...]:
+    """Dependencies are read from the SQL: a transform naming ``dev.<t>`` or ``dev.next_<t>``
+    of another table in the layer runs after it."""
+    graph: dict[str, set[str]] = {}
+    for name in specs:
+        text = (folder / name / "transform.sql").read_text(encoding="utf-8")
+        used = set(re.findall(r"\bdev\.(?:next_)?(\w+)", text))
+        graph[name] = {other for other in used if other in specs and other != name}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        raise ConfigError(f"{folder}: tables depend on each other in a cycle: {exc}") from exc
+    return tuple(specs[name] for name in order)
+
+
+def _input_spec(layer: Layer, item: Input) -> TableSpec:
+    return layer.upstream.tables[item.source.split(".")[-1]]
+
+
+def _input_columns(layer: Layer, item: Input) -> list[str]:
+    return list(item.columns) or _input_spec(layer, item).column_names
+
+
+# ---------------------------------------------------------------- DDL
+
+
+def published(spec: TableSpec) -> bool:
+    """``write_mode: ephemeral`` tables are working tables of the build, kept in dev only."""
+    return spec.write_mode != "ephemeral"
+
+
+def _ident(*parts: str) -> sql.Composable:
+    return sql.SQL(".").join(map(sql.Identifier, parts))
+
+
+def _cols(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def ensure_layer(conn: psycopg.Connection, layer: Layer) -> None:
+    """Dev and prod tables, their indexes and views, the audit additions. Idempotent."""
+    conn.execute(WAREHOUSE_DDL)
+    conn.execute(FUNCTIONS_SQL)
+    for item in layer.inputs:
+        spec = _input_spec(layer, item)
+        columns = _input_columns(layer, item)
+        parts = [
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+            for c in spec.columns
+            if c.name in columns
+        ]
+        conn.execute(
+            sql.SQL("create unlogged table if not exists {} ({})").format(
+                _ident("dev", item.name), sql.SQL(", ").join(parts)
+            )
+        )
+    seq_column = ((SEQ, "bigint not null"),)
+    for spec in layer.tables:
+        conn.execute(spec.create_sql("dev", primary_key=False, not_null=False, unlogged=True))
+        if not published(spec):
+            continue
+        conn.execute(spec.create_sql("prod", seq_column))
+        conn.execute(
+            spec.create_sql("dev", primary_key=False, not_null=False, name=f"void_{spec.name}")
+        )
+        for statement in spec.comment_sql("prod"):
+            conn.execute(statement)
+        for index in ((SEQ,), *spec.indexes):
+            conn.execute(
+                sql.SQL("create index if not exists {} on {} ({})").format(
+                    sql.Identifier(f"{spec.name}_{'_'.join(index)}_idx"),
+                    _ident("prod", spec.name),
+                    _cols(index),
+                )
+            )
+    conn.commit()
+
+
+def _next_views(conn: psycopg.Connection, layer: Layer, prod_of: Callable[[str], str]) -> None:
+    """``dev.next_<t>``: prod after the publish — prod rows the candidate does not replace,
+    then the candidate."""
+    for spec in filter(published, layer.tables):
+        match = sql.SQL(" and ").join(
+            sql.SQL("d.{0} = p.{0}").format(sql.Identifier(c)) for c in spec.merge_on
+        )
+        conn.execute(
+            sql.SQL(
+                "create or replace view {view} as select {cols} from {prod} as p"
+                " where not exists (select 1 from {dev} as d where {match})"
+                " union all select {cols} from {dev}"
+            ).format(
+                view=_ident("dev", f"next_{spec.name}"),
+                cols=_cols(spec.column_names),
+                prod=sql.SQL(prod_of(spec.name)),
+                dev=_ident("dev", spec.name),
+                match=match,
+            )
+        )
+
+
+# ---------------------------------------------------------------- checks
+
+
+def derived_checks(spec: TableSpec) -> list[Check]:
+    """Checks that follow from the declaration: key unique and not null, not-null columns,
+    accepted values, ranges and references (foreign keys)."""
+    table = f"dev.{spec.name}"
+    keys = ", ".join(f'"{k}"' for k in spec.keys)
+    checks = [
+        Check(
+            "unique_key",
+            f"select {keys}, count(*) as copies from {table} group by {keys} having count(*) > 1",
+            description=f"({keys}) identifies one row",
+        )
+    ]
+    required = [c.name for c in spec.columns if not c.nullable]
+    if required:
+        which = ", ".join(f"case when \"{c}\" is null then '{c}' end" for c in required)
+        checks.append(
+            Check(
+                "not_null",
+                f"select {keys}, array_remove(array[{which}], null) as null_columns"
+                f" from {table} where "
+                + " or ".join(f'"{c}" is null' for c in required),
+                description="required columns: " + ", ".join(required),
+            )
+        )
+    for c in spec.columns:
+        if c.accepted_values is not None:
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in c.accepted_values)
+            checks.append(
+                Check(
+                    f"accepted_values_{c.name}",
+                    f'select {keys}, "{c.name}" from {table}'
+                    f' where "{c.name}" not in ({values})',
+                    description=f"{c.name} in ({values})",
+                )
+            )
+        if c.range is not None:
+            low, high = c.range
+            checks.append(
+                Check(
+                    f"range_{c.name}",
+                    f'select {keys}, "{c.name}" from {table}'
+                    f' where "{c.name}" < {low} or "{c.name}" > {high}',
+                    description=f"{low} <= {c.name} <= {high}",
+                )
+            )
+        if c.references is not None:
+            ref_table, ref_column = c.references.split(".")
+            checks.append(
+                Check(
+                    f"references_{c.name}",
+                    f'select {keys}, t."{c.name}" from {table} as t where t."{c.name}" is not null'
+                    f" and not exists (select 1 from dev.next_{ref_table} as r"
+                    f' where r."{ref_column}" = t."{c.name}")',
+                    description=f"{c.name} -> {c.references}",
+                )
+            )
+    return checks
+
+
+def _run_check(conn: psycopg.Connection, spec: TableSpec, check: Check, text: str) -> CheckResult:
+    query = sql.SQL(
+        "with offending as ({}) select count(*),"
+        " (select jsonb_agg(to_jsonb(o)) from (select * from offending limit {}) as o)"
+        " from offending"
+    ).format(sql.SQL(text), sql.Literal(CHECK_SAMPLE))
+    try:
+        count, sample = conn.execute(query).fetchone()
+    except psycopg.Error as exc:
+        raise StrataError(
+            f"check {spec.name}.{check.name} ({spec.path}) is not valid SQL: {exc}"
+        ) from exc
+    return CheckResult(spec.name, check.name, check.severity, count, sample or [], check.description)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _watermark(conn: psycopg.Connection, layer: Layer) -> int:
+    (value,) = conn.execute(
+        "select coalesce(max(source_seq), 0) from audit.batches where layer = %s", (layer.name,)
+    ).fetchone()
+    return int(value)
+
+
+def _upstream_batches(
+    up: psycopg.Connection, layer: Layer, low: int
+) -> tuple[list[tuple[str, str | None, int, int]], list[str]]:
+    """(batches published upstream after ``low`` in order, ids of batches set aside)."""
+    rejected: list[str] = []
+    if layer.upstream.layer == "raw":
+        up.execute(REJECTED_DDL)
+        rejected = [r[0] for r in up.execute("select batch_id from audit.rejected_batches")]
+    rows = up.execute(
+        "select batch_id, source_key, rows, load_seq from audit.batches"
+        " where layer = %s and load_seq > %s and not (batch_id = any(%s)) order by load_seq",
+        (layer.upstream.layer, low, rejected),
+    ).fetchall()
+    up.commit()
+    return rows, rejected
+
+
+REJECTED_DDL = """
+create table if not exists audit.rejected_batches (
+    batch_id text primary key,
+    reason text not null,
+    rejected_at timestamptz not null default now()
+)
+"""
+
+
+def reject_batch(settings: Settings, batch_id: str, reason: str) -> None:
+    """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw)."""
+    with connect(settings, "raw_db") as conn:
+        conn.execute(REJECTED_DDL)
+        known = conn.execute(
+            "select 1 from audit.batches where layer = 'raw' and batch_id = %s", (batch_id,)
+        ).fetchone()
+        if not known:
+            raise StrataError(f"no raw batch {batch_id!r} (see raw_db audit.batches)")
+        conn.execute(
+            "insert into audit.rejected_batches (batch_id, reason) values (%s, %s)"
+            " on conflict (batch_id) do update set reason = excluded.reason",
+            (batch_id, reason),
+        )
+        conn.commit()
+
+
+def _transfer(
+    conn: psycopg.Connection,
+    up: psycopg.Connection,
+    layer: Layer,
+    low: int,
+    high: int,
+    rejected: list[str],
+    reprocess: list[str],
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    seq = sql.Identifier(layer.upstream.seq_column)
+    for item in layer.inputs:
+        columns = _input_columns(layer, item)
+        source = _ident(layer.upstream.schema, item.source.split(".")[-1])
+        conn.execute(sql.SQL("truncate {}").format(_ident("dev", item.name)))
+        params: list[object]
+        if item.keys_from:
+            keys = [r[0] for r in conn.execute(sql.SQL(item.keys_from))]  # type: ignore[arg-type]
+            where = sql.SQL("{} = any(%s) and {} <= %s").format(
+                sql.Identifier(item.key_column), seq  # type: ignore[arg-type]
+            )
+            params = [keys, high]
+        else:
+            where = sql.SQL("({seq} > %s and {seq} <= %s)").format(seq=seq)
+            params = [low, high]
+            if layer.upstream.layer == "raw":
+                where = sql.SQL("({} or batch_id = any(%s)) and not (batch_id = any(%s))").format(
+                    where
+                )
+                params += [reprocess, rejected]
+        if item.where:
+            where = sql.SQL("{} and ({})").format(where, sql.SQL(item.where))
+        query = sql.SQL("select {} from {} where {}").format(_cols(columns), source, where)
+        counts[item.name] = copy_between(up, query, conn, "dev", item.name, columns, params)
+        conn.execute(sql.SQL("analyze {}").format(_ident("dev", item.name)))
+    up.commit()
+    return counts
+
+
+def _published(full_refresh: bool) -> Callable[[str], str]:
+    return (lambda t: f"dev.void_{t}") if full_refresh else (lambda t: f"prod.{t}")
+
+
+def _sql_for_run(text: str, full_refresh: bool) -> str:
+    """In a full refresh the transforms read prod as empty: ``prod.t`` becomes ``dev.void_t``."""
+    return re.sub(r"\bprod\.(\w+)", r"dev.void_\1", text) if full_refresh else text
+
+
+def _build(conn: psycopg.Connection, layer: Layer, full_refresh: bool) -> dict[str, int]:
+    built: dict[str, int] = {}
+    for spec in layer.tables:
+        target = _ident("dev", spec.name)
+        conn.execute(sql.SQL("truncate {}").format(target))
+        text = _sql_for_run(layer.transform(spec), full_refresh)
+        try:
+            cur = conn.execute(
+                sql.SQL("insert into {} ({}) {}").format(
+                    target, _cols(spec.column_names), sql.SQL(text)  # type: ignore[arg-type]
+                )
+            )
+        except psycopg.Error as exc:
+            raise StrataError(
+                f"{layer.name}: building {spec.name} failed ({layer.folder / spec.name}"
+                f"/transform.sql): {str(exc).strip()}"
+            ) from exc
+        built[spec.name] = cur.rowcount
+        conn.execute(sql.SQL("analyze {}").format(target))
+    return built
+
+
+def _gate(
+    conn: psycopg.Connection, layer: Layer, full_refresh: bool, run_id: uuid.UUID
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for spec in layer.tables:
+        for check in (*derived_checks(spec), *spec.checks):
+            results.append(_run_check(conn, spec, check, _sql_for_run(check.sql, full_refresh)))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into audit.dq_results (run_id, layer, table_name, check_name, severity,"
+            " status, offending_rows, sample, description) values (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " on conflict (run_id, layer, table_name, check_name) do update set"
+            " status = excluded.status, offending_rows = excluded.offending_rows,"
+            " sample = excluded.sample, checked_at = now()",
+            [
+                (
+                    run_id,
+                    layer.name,
+                    r.table,
+                    r.name,
+                    r.severity,
+                    r.status,
+                    r.offending,
+                    Jsonb(r.sample),
+                    r.description,
+                )
+                for r in results
+            ],
+        )
+    return results
+
+
+def _publish(
+    conn: psycopg.Connection,
+    layer: Layer,
+    batches: list[tuple[str, str | None, int, int]],
+    run_id: uuid.UUID,
+    full_refresh: bool,
+) -> int:
+    """Candidate → prod and the batch ledger, in the caller's single transaction."""
+    (seq,) = conn.execute("select nextval('audit.publish_seq')").fetchone()
+    for spec in filter(published, layer.tables):
+        prod, dev = _ident("prod", spec.name), _ident("dev", spec.name)
+        if full_refresh:
+            conn.execute(sql.SQL("delete from {}").format(prod))
+        else:
+            match = sql.SQL(" and ").join(
+                sql.SQL("d.{0} = p.{0}").format(sql.Identifier(c)) for c in spec.merge_on
+            )
+            conn.execute(
+                sql.SQL(
+                    "delete from {} as p where exists (select 1 from {} as d where {})"
+                ).format(prod, dev, match)
+            )
+        conn.execute(
+            sql.SQL("insert into {} ({}, {}) select {}, %s from {}").format(
+                prod,
+                _cols(spec.column_names),
+                sql.Identifier(SEQ),
+                _cols(spec.column_names),
+                dev,
+            ),
+            (seq,),
+        )
+        if spec.prune:
+            conn.execute(sql.SQL("delete from {} where {}").format(prod, sql.SQL(spec.prune)))
+    if full_refresh:
+        conn.execute("delete from audit.batches where layer = %s", (layer.name,))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into audit.batches (layer, batch_id, source_key, rows, load_seq, source_seq,"
+            " run_id) values (%s, %s, %s, %s, %s, %s, %s) on conflict (layer, batch_id) do update"
+            " set load_seq = excluded.load_seq, source_seq = excluded.source_seq,"
+            " run_id = excluded.run_id, applied_at = now()",
+            [(layer.name, b, key, rows, seq, up_seq, run_id) for b, key, rows, up_seq in batches],
+        )
+    return int(seq)
+
+
+def run_layer(
+    settings: Settings,
+    layer: Layer,
+    run_id: uuid.UUID,
+    log: RunLog,
+    *,
+    full_refresh: bool = False,
+    reprocess: Sequence[str] = (),
+) -> LayerResult:
+    """Transfer, build, gate and publish one layer (see the module docstring)."""
+    result = LayerResult(layer.name)
+    prefix = layer.name
+    with (
+        audited_step(
+            settings,
+            layer.database,
+            run_id=run_id,
+            layer=layer.name,
+            step="publish",
+            target=f"{layer.database}.prod",
+            load_type="full_refresh" if full_refresh else (
+                "reprocess" if reprocess else "incremental"
+            ),
+        ) as stats,
+        connect(settings, layer.database) as conn,
+        connect(settings, layer.upstream.database) as up,
+    ):
+        ensure_layer(conn, layer)
+        low = 0 if full_refresh else _watermark(conn, layer)
+        stats.previous_watermark = f"{layer.upstream.layer} publish {low}"
+        batches, rejected = _upstream_batches(up, layer, low)
+        reprocess = list(reprocess)
+        if reprocess and layer.upstream.layer == "raw":
+            known = {
+                r[0]
+                for r in up.execute(
+                    "select batch_id from audit.batches where layer = 'raw' and batch_id = any(%s)",
+                    (reprocess,),
+                )
+            }
+            if missing := sorted(set(reprocess) - known):
+                raise StrataError(f"--reprocess: no raw batch {', '.join(missing)}")
+            batches += up.execute(
+                "select batch_id, source_key, rows, load_seq from audit.batches"
+                " where layer = 'raw' and batch_id = any(%s) and load_seq <= %s",
+                (reprocess, low),
+            ).fetchall()
+            up.commit()
+        high = max((b[3] for b in batches), default=low)
+        result.watermark = (low, high)
+        result.batches = len(batches)
+        if not batches and not full_refresh:
+            log.event(f"{prefix}.skip", reason="nothing new upstream", watermark=low)
+            stats.details = {"batches": 0, "rejected_upstream": len(rejected)}
+            conn.commit()
+            return result
+        conn.execute("truncate dev.reprocess_batches")
+        if reprocess:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into dev.reprocess_batches values (%s)", [(b,) for b in reprocess]
+                )
+        # 1. transfer
+        inputs = _transfer(conn, up, layer, low, high, rejected, reprocess)
+        result.rows_in = sum(inputs.values())
+        log.event(f"{prefix}.transfer", rows=inputs, watermark=[low, high])
+        checkpoint(f"{prefix}.transfer")
+        # 2. build
+        _next_views(conn, layer, _published(full_refresh))
+        result.rows_out = _build(conn, layer, full_refresh)
+        log.event(f"{prefix}.build", rows=result.rows_out)
+        checkpoint(f"{prefix}.build")
+        # 3. gate
+        result.checks = _gate(conn, layer, full_refresh, run_id)
+        conn.commit()  # the candidate and the check results stay for inspection
+        failed = [r for r in result.checks if r.status == "fail"]
+        warned = [r for r in result.checks if r.status == "warn"]
+        log.event(
+            f"{prefix}.gate",
+            checks=len(result.checks),
+            failed=[f"{r.table}.{r.name}={r.offending}" for r in failed],
+            warned=[f"{r.table}.{r.name}={r.offending}" for r in warned],
+        )
+        if failed:
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more failing checks)" if len(failed) > 1 else ""
+            raise GateFailed(
+                f"{layer.name} gate failed: check {first.table}.{first.name} found"
+                f" {first.offending} offending rows{more}, e.g. {first.sample[:2]}; nothing was"
+                f" published to {layer.database}.prod. The candidate is in {layer.database}.dev,"
+                " the results in audit.dq_results; `strata reject-batch BATCH_ID` sets a bad"
+                " batch aside."
+            )
+        # 4. publish
+        seq = _publish(conn, layer, batches, run_id, full_refresh)
+        checkpoint(f"{prefix}.publish")
+        conn.commit()
+        result.details = {"publish_seq": seq, "inputs": inputs}
+        for spec in layer.tables:
+            publish_metrics(
+                conn,
+                run_id=run_id,
+                layer=layer.name,
+                target=f"dev.{spec.name}",
+                metrics=sql_metrics(conn, "dev", spec, rows_in=result.rows_in),
+                log=log,
+            )
+        stats.rows_in = result.rows_in
+        stats.rows_out = sum(result.rows_out.values())
+        stats.details = {
+            "batches": len(batches),
+            "inputs": inputs,
+            "candidate_rows": result.rows_out,
+            "publish_seq": seq,
+            "checks": {"run": len(result.checks), "warn": len(warned)},
+            "rejected_upstream": len(rejected),
+        }
+        _after_publish(conn, layer, result, stats)
+    return result
+
+
+def _after_publish(conn: psycopg.Connection, layer: Layer, result: LayerResult, stats) -> None:  # type: ignore[no-untyped-def]
+    """Layer-specific reconciliation figures, for the audit and the run summary."""
+    if layer.name == "staging":
+        reasons = dict(
+            conn.execute("select reason, count(*) from dev.stg_events_removed group by reason")
+        )
+        removed = sum(reasons.values())
+        stats.rows_rejected = removed
+        stats.details["removed"] = reasons
+        result.details["removed"] = reasons
+    elif layer.name == "semantic":
+        (no_location,) = conn.execute(
+            "select count(*) from dev.in_events where event_name = 'update' and"
+            " (location_at is null or location_lat is null or location_lng is null)"
+        ).fetchone()
+        stats.rows_rejected = no_location
+        stats.details["removed"] = {"update_without_location": no_location}
+        result.details["removed"] = {"update_without_location": no_location}
+    conn.commit()
+
+
+def layer_status(conn: psycopg.Connection, name: str) -> dict:
+    """Rows per table and environment, and the checks of the layer's latest gate."""
+    layer = layer_named(name)
+    tables: dict[str, dict[str, int]] = {"dev": {}, "prod": {}}
+    for spec in layer.tables:
+        for env in ("dev", "prod") if published(spec) else ("dev",):
+            if conn.execute("select to_regclass(%s)", (f"{env}.{spec.name}",)).fetchone()[0]:
+                (rows,) = conn.execute(
+                    sql.SQL("select count(*) from {}").format(_ident(env, spec.name))
+                ).fetchone()
+                tables[env][spec.name] = rows
+    checks: dict = {}
+    if conn.execute("select to_regclass('audit.dq_results')").fetchone()[0]:
+        latest = conn.execute(
+            "select run_id, max(checked_at) from audit.dq_results where layer = %s"
+            " group by run_id order by 2 desc limit 1",
+            (name,),
+        ).fetchone()
+        if latest:
+            by_status = dict(
+                conn.execute(
+                    "select status, count(*) from audit.dq_results"
+                    " where layer = %s and run_id = %s group by status",
+                    (name, latest[0]),
+                ).fetchall()
+            )
+            failing = [
+                f"{t}.{c} ({n})"
+                for t, c, n in conn.execute(
+                    "select table_name, check_name, offending_rows from audit.dq_results"
+                    " where layer = %s and run_id = %s and status <> 'pass' order by 1, 2",
+                    (name, latest[0]),
+                )
+            ]
+            checks = {
+                "run_id": str(latest[0]),
+                "at": latest[1].isoformat(),
+                "pass": by_status.get("pass", 0),
+                "warn": by_status.get("warn", 0),
+                "fail": by_status.get("fail", 0),
+                "not_passing": failing,
+            }
+    conn.commit()
+    return {"tables": tables, "checks": checks}
+
+
+def apply_presentation(settings: Settings, log: RunLog | None = None) -> list[str]:
+    """(Re)create the ``dwh_db.reporting`` views, all in one transaction."""
+    names: list[str] = []
+    with connect(settings, "dwh_db") as conn:
+        for folder in sorted((ROOT / PRESENTATION_FOLDER).iterdir()):
+            view_sql = folder / "view.sql"
+            if not view_sql.is_file():
+                continue
+            meta = yaml.safe_load((folder / "view.yaml").read_text(encoding="utf-8"))
+            view = _ident("reporting", meta["name"])
+            conn.execute(sql.SQL("drop view if exists {}").format(view))
+            try:
+                conn.execute(
+                    sql.SQL("create view {} as {}").format(
+                        view, sql.SQL(view_sql.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                    )
+                )
+            except psycopg.Error as exc:
+                raise StrataError(f"{view_sql}: {str(exc).strip()}") from exc
+            conn.execute(
+                sql.SQL("comment on view {} is {}").format(
+                    view, sql.Literal(meta.get("description", "").strip())
+                )
+            )
+            names.append(meta["name"])
+        conn.commit()
+    if log:
+        log.event("presentation.views", views=names)
+    return names
