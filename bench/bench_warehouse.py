@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import random
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     with installation("strata-bench-wh-", keep=args.keep) as settings:
         folder = settings.home.parent / "fleet"
         sim = simulate(
-            fleet(args.events, args.defects), open_store(str(folder), settings), settings.home / "simulator"
+            fleet(args.events, args.defects),
+            open_store(str(folder), settings),
+            settings.home / "simulator",
         )
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         late = set(random.Random(7).sample(files, max(1, round(len(files) / 100))))

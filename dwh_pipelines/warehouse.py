@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import graphlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,19 @@ return 2 * 6371.0 * asin(sqrt(
 comment on function public.haversine_km(double precision, double precision, double precision,
   double precision) is 'Great-circle distance in km on a sphere of mean Earth radius 6371.0 km.';
 """
+
+
+class Clock:
+    """Seconds spent per named piece of a layer's run (for the audit, the log and the bench)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 class GateFailed(StrataError):
@@ -195,16 +209,14 @@ def layer_named(name: str) -> Layer:
     for layer in layers():
         if layer.name == name:
             return layer
-    raise ConfigError(f"unknown layer {name!r}; expected one of {[l.name for l in layers()]}")
+    raise ConfigError(f"unknown layer {name!r}; expected one of {[x.name for x in layers()]}")
 
 
 def _load_layer(folder: Path, upstream: Upstream) -> Layer:
     path = folder / "layer.yaml"
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        specs = {
-            p.parent.name: load_table(p) for p in sorted(folder.glob("*/table.yaml"))
-        }
+        specs = {p.parent.name: load_table(p) for p in sorted(folder.glob("*/table.yaml"))}
         inputs = tuple(
             Input(
                 name=i["name"],
@@ -318,6 +330,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer) -> None:
                     _cols(index),
                 )
             )
+    _add_foreign_keys(conn, layer)
     conn.commit()
 
 
@@ -351,6 +364,15 @@ def derived_checks(spec: TableSpec) -> list[Check]:
     accepted values, ranges and references (foreign keys)."""
     table = f"dev.{spec.name}"
     keys = ", ".join(f'"{k}"' for k in spec.keys)
+
+    def row_check(name: str, condition: str, shown: str, description: str) -> Check:
+        return Check(
+            name,
+            f"select {keys}, {shown} from {table} where {condition}",
+            description=description,
+            condition=condition,
+        )
+
     checks = [
         Check(
             "unique_key",
@@ -362,33 +384,32 @@ def derived_checks(spec: TableSpec) -> list[Check]:
     if required:
         which = ", ".join(f"case when \"{c}\" is null then '{c}' end" for c in required)
         checks.append(
-            Check(
+            row_check(
                 "not_null",
-                f"select {keys}, array_remove(array[{which}], null) as null_columns"
-                f" from {table} where "
-                + " or ".join(f'"{c}" is null' for c in required),
-                description="required columns: " + ", ".join(required),
+                " or ".join(f'"{c}" is null' for c in required),
+                f"array_remove(array[{which}], null) as null_columns",
+                "required columns: " + ", ".join(required),
             )
         )
     for c in spec.columns:
         if c.accepted_values is not None:
             values = ", ".join("'" + v.replace("'", "''") + "'" for v in c.accepted_values)
             checks.append(
-                Check(
+                row_check(
                     f"accepted_values_{c.name}",
-                    f'select {keys}, "{c.name}" from {table}'
-                    f' where "{c.name}" not in ({values})',
-                    description=f"{c.name} in ({values})",
+                    f'"{c.name}" not in ({values})',
+                    f'"{c.name}"',
+                    f"{c.name} in ({values})",
                 )
             )
         if c.range is not None:
             low, high = c.range
             checks.append(
-                Check(
+                row_check(
                     f"range_{c.name}",
-                    f'select {keys}, "{c.name}" from {table}'
-                    f' where "{c.name}" < {low} or "{c.name}" > {high}',
-                    description=f"{low} <= {c.name} <= {high}",
+                    f'"{c.name}" < {low} or "{c.name}" > {high}',
+                    f'"{c.name}"',
+                    f"{low} <= {c.name} <= {high}",
                 )
             )
         if c.references is not None:
@@ -405,6 +426,37 @@ def derived_checks(spec: TableSpec) -> list[Check]:
     return checks
 
 
+def _run_row_checks(
+    conn: psycopg.Connection, spec: TableSpec, checks: list[Check]
+) -> list[CheckResult]:
+    """Row-level checks of one table in ONE scan; samples only for those that find rows."""
+    if not checks:
+        return []
+    counts = conn.execute(
+        sql.SQL("select {} from {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("count(*) filter (where {})").format(sql.SQL(c.condition)) for c in checks  # type: ignore[arg-type]
+            ),
+            _ident("dev", spec.name),
+        )
+    ).fetchone()
+    results = []
+    for check, count in zip(checks, counts, strict=True):
+        sample: list = []
+        if count:
+            (sample,) = conn.execute(
+                sql.SQL(
+                    "select coalesce(jsonb_agg(to_jsonb(o)), '[]') from ({} limit {}) as o"
+                ).format(
+                    sql.SQL(check.sql), sql.Literal(CHECK_SAMPLE)
+                )  # type: ignore[arg-type]
+            ).fetchone()
+        results.append(
+            CheckResult(spec.name, check.name, check.severity, count, sample, check.description)
+        )
+    return results
+
+
 def _run_check(conn: psycopg.Connection, spec: TableSpec, check: Check, text: str) -> CheckResult:
     query = sql.SQL(
         "with offending as ({}) select count(*),"
@@ -417,7 +469,9 @@ def _run_check(conn: psycopg.Connection, spec: TableSpec, check: Check, text: st
         raise StrataError(
             f"check {spec.name}.{check.name} ({spec.path}) is not valid SQL: {exc}"
         ) from exc
-    return CheckResult(spec.name, check.name, check.severity, count, sample or [], check.description)
+    return CheckResult(
+        spec.name, check.name, check.severity, count, sample or [], check.description
+    )
 
 
 # ---------------------------------------------------------------- the run
@@ -481,6 +535,7 @@ def _transfer(
     high: int,
     rejected: list[str],
     reprocess: list[str],
+    clock: Clock,
 ) -> dict[str, int]:
     counts: dict[str, int] = {}
     seq = sql.Identifier(layer.upstream.seq_column)
@@ -499,15 +554,17 @@ def _transfer(
             where = sql.SQL("({seq} > %s and {seq} <= %s)").format(seq=seq)
             params = [low, high]
             if layer.upstream.layer == "raw":
-                where = sql.SQL("({} or batch_id = any(%s)) and not (batch_id = any(%s))").format(
-                    where
-                )
-                params += [reprocess, rejected]
+                if reprocess:  # an OR would keep the BRIN index on load_seq from being used
+                    where = sql.SQL("({} or batch_id = any(%s))").format(where)
+                    params.append(reprocess)
+                where = sql.SQL("{} and not (batch_id = any(%s))").format(where)
+                params.append(rejected)
         if item.where:
             where = sql.SQL("{} and ({})").format(where, sql.SQL(item.where))
         query = sql.SQL("select {} from {} where {}").format(_cols(columns), source, where)
         counts[item.name] = copy_between(up, query, conn, "dev", item.name, columns, params)
         conn.execute(sql.SQL("analyze {}").format(_ident("dev", item.name)))
+        clock.lap(f"transfer.{item.name}")
     up.commit()
     return counts
 
@@ -521,7 +578,9 @@ def _sql_for_run(text: str, full_refresh: bool) -> str:
     return re.sub(r"\bprod\.(\w+)", r"dev.void_\1", text) if full_refresh else text
 
 
-def _build(conn: psycopg.Connection, layer: Layer, full_refresh: bool) -> dict[str, int]:
+def _build(
+    conn: psycopg.Connection, layer: Layer, full_refresh: bool, clock: Clock
+) -> dict[str, int]:
     built: dict[str, int] = {}
     for spec in layer.tables:
         target = _ident("dev", spec.name)
@@ -540,16 +599,22 @@ def _build(conn: psycopg.Connection, layer: Layer, full_refresh: bool) -> dict[s
             ) from exc
         built[spec.name] = cur.rowcount
         conn.execute(sql.SQL("analyze {}").format(target))
+        clock.lap(f"build.{spec.name}")
     return built
 
 
 def _gate(
-    conn: psycopg.Connection, layer: Layer, full_refresh: bool, run_id: uuid.UUID
+    conn: psycopg.Connection, layer: Layer, full_refresh: bool, run_id: uuid.UUID, clock: Clock
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
     for spec in layer.tables:
-        for check in (*derived_checks(spec), *spec.checks):
-            results.append(_run_check(conn, spec, check, _sql_for_run(check.sql, full_refresh)))
+        checks = [*derived_checks(spec), *spec.checks]
+        results += _run_row_checks(conn, spec, [c for c in checks if c.condition])
+        for check in checks:
+            if not check.condition:
+                text = _sql_for_run(check.sql, full_refresh)
+                results.append(_run_check(conn, spec, check, text))
+        clock.lap(f"checks.{spec.name}")
     with conn.cursor() as cur:
         cur.executemany(
             "insert into audit.dq_results (run_id, layer, table_name, check_name, severity,"
@@ -575,17 +640,111 @@ def _gate(
     return results
 
 
+BULK_MIN_ROWS = 50_000
+BULK_SHARE = 0.2
+
+
+def _is_bulk(conn: psycopg.Connection, spec: TableSpec, rows: int, full_refresh: bool) -> bool:
+    """A candidate that is large beside prod (a first load, a full refresh) is published with
+    prod's indexes dropped and rebuilt afterwards: measured 3.2 s insert + 4.2 s index builds
+    instead of 19 s maintaining four indexes row by row for a million fact rows."""
+    if full_refresh:
+        return True
+    (estimate,) = conn.execute(
+        "select greatest(reltuples, 0) from pg_class where oid = %s::regclass",
+        (f"prod.{spec.name}",),
+    ).fetchone()
+    return rows >= max(BULK_MIN_ROWS, BULK_SHARE * estimate)
+
+
+def _foreign_keys(layer: Layer) -> list[tuple[TableSpec, str, str, str]]:
+    """(table, column, referenced table, referenced column) for every ``references``."""
+    found = []
+    for spec in filter(published, layer.tables):
+        for c in spec.columns:
+            if c.references:
+                ref_table, ref_column = c.references.split(".")
+                found.append((spec, c.name, ref_table, ref_column))
+    return found
+
+
+def _fk_name(spec: TableSpec, column: str) -> str:
+    return f"{spec.name}_{column}_fkey"
+
+
+def _add_foreign_keys(conn: psycopg.Connection, layer: Layer) -> None:
+    """Real foreign keys in prod, deferred to commit: a publish replaces dimension rows and the
+    facts that point at them in one transaction."""
+    for spec, column, ref_table, ref_column in _foreign_keys(layer):
+        exists = conn.execute(
+            "select 1 from pg_constraint where conname = %s and conrelid = %s::regclass",
+            (_fk_name(spec, column), f"prod.{spec.name}"),
+        ).fetchone()
+        if not exists:
+            conn.execute(
+                sql.SQL(
+                    "alter table {} add constraint {} foreign key ({}) references {} ({})"
+                    " deferrable initially deferred"
+                ).format(
+                    _ident("prod", spec.name),
+                    sql.Identifier(_fk_name(spec, column)),
+                    sql.Identifier(column),
+                    _ident("prod", ref_table),
+                    sql.Identifier(ref_column),
+                )
+            )
+
+
+def _drop_foreign_keys(conn: psycopg.Connection, layer: Layer) -> None:
+    for spec, column, _, _ in _foreign_keys(layer):
+        conn.execute(
+            sql.SQL("alter table {} drop constraint if exists {}").format(
+                _ident("prod", spec.name), sql.Identifier(_fk_name(spec, column))
+            )
+        )
+
+
+def _drop_indexes(conn: psycopg.Connection, spec: TableSpec) -> list[str]:
+    """Drop prod's indexes (the primary key too); returns the statements that recreate them."""
+    recreate: list[str] = []
+    for name, definition in conn.execute(
+        "select conname, pg_get_constraintdef(oid) from pg_constraint"
+        " where conrelid = %s::regclass and contype = 'p'",
+        (f"prod.{spec.name}",),
+    ).fetchall():
+        conn.execute(
+            sql.SQL("alter table {} drop constraint {}").format(
+                _ident("prod", spec.name), sql.Identifier(name)
+            )
+        )
+        recreate.append(f'alter table prod."{spec.name}" add constraint "{name}" {definition}')
+    for name, definition in conn.execute(
+        "select indexname, indexdef from pg_indexes where schemaname = 'prod' and tablename = %s",
+        (spec.name,),
+    ).fetchall():
+        conn.execute(sql.SQL("drop index {}").format(_ident("prod", name)))
+        recreate.append(definition)
+    return recreate
+
+
 def _publish(
     conn: psycopg.Connection,
     layer: Layer,
     batches: list[tuple[str, str | None, int, int]],
     run_id: uuid.UUID,
     full_refresh: bool,
+    built: dict[str, int],
+    clock: Clock,
 ) -> int:
     """Candidate → prod and the batch ledger, in the caller's single transaction."""
     (seq,) = conn.execute("select nextval('audit.publish_seq')").fetchone()
-    for spec in filter(published, layer.tables):
+    tables = list(filter(published, layer.tables))
+    bulk = {s.name for s in tables if _is_bulk(conn, s, built.get(s.name, 0), full_refresh)}
+    if bulk:
+        _drop_foreign_keys(conn, layer)  # re-added below, validated in one query each
+    for spec in tables:
         prod, dev = _ident("prod", spec.name), _ident("dev", spec.name)
+        recreate = _drop_indexes(conn, spec) if spec.name in bulk else []
         if full_refresh:
             conn.execute(sql.SQL("delete from {}").format(prod))
         else:
@@ -593,9 +752,9 @@ def _publish(
                 sql.SQL("d.{0} = p.{0}").format(sql.Identifier(c)) for c in spec.merge_on
             )
             conn.execute(
-                sql.SQL(
-                    "delete from {} as p where exists (select 1 from {} as d where {})"
-                ).format(prod, dev, match)
+                sql.SQL("delete from {} as p where exists (select 1 from {} as d where {})").format(
+                    prod, dev, match
+                )
             )
         conn.execute(
             sql.SQL("insert into {} ({}, {}) select {}, %s from {}").format(
@@ -609,6 +768,14 @@ def _publish(
         )
         if spec.prune:
             conn.execute(sql.SQL("delete from {} where {}").format(prod, sql.SQL(spec.prune)))
+        for statement in recreate:
+            conn.execute(statement)  # type: ignore[arg-type]
+        if recreate:
+            conn.execute(sql.SQL("analyze {}").format(prod))
+        clock.lap(f"publish.{spec.name}")
+    if bulk:
+        _add_foreign_keys(conn, layer)
+        clock.lap("publish.foreign_keys")
     if full_refresh:
         conn.execute("delete from audit.batches where layer = %s", (layer.name,))
     with conn.cursor() as cur:
@@ -642,8 +809,8 @@ def run_layer(
             layer=layer.name,
             step="publish",
             target=f"{layer.database}.prod",
-            load_type="full_refresh" if full_refresh else (
-                "reprocess" if reprocess else "incremental"
+            load_type=(
+                "full_refresh" if full_refresh else ("reprocess" if reprocess else "incremental")
             ),
         ) as stats,
         connect(settings, layer.database) as conn,
@@ -685,17 +852,18 @@ def run_layer(
                     "insert into dev.reprocess_batches values (%s)", [(b,) for b in reprocess]
                 )
         # 1. transfer
-        inputs = _transfer(conn, up, layer, low, high, rejected, reprocess)
+        clock = Clock()
+        inputs = _transfer(conn, up, layer, low, high, rejected, reprocess, clock)
         result.rows_in = sum(inputs.values())
         log.event(f"{prefix}.transfer", rows=inputs, watermark=[low, high])
         checkpoint(f"{prefix}.transfer")
         # 2. build
         _next_views(conn, layer, _published(full_refresh))
-        result.rows_out = _build(conn, layer, full_refresh)
+        result.rows_out = _build(conn, layer, full_refresh, clock)
         log.event(f"{prefix}.build", rows=result.rows_out)
         checkpoint(f"{prefix}.build")
         # 3. gate
-        result.checks = _gate(conn, layer, full_refresh, run_id)
+        result.checks = _gate(conn, layer, full_refresh, run_id, clock)
         conn.commit()  # the candidate and the check results stay for inspection
         failed = [r for r in result.checks if r.status == "fail"]
         warned = [r for r in result.checks if r.status == "warn"]
@@ -716,9 +884,10 @@ def run_layer(
                 " batch aside."
             )
         # 4. publish
-        seq = _publish(conn, layer, batches, run_id, full_refresh)
+        seq = _publish(conn, layer, batches, run_id, full_refresh, result.rows_out, clock)
         checkpoint(f"{prefix}.publish")
         conn.commit()
+        clock.lap("publish.commit")
         result.details = {"publish_seq": seq, "inputs": inputs}
         for spec in layer.tables:
             publish_metrics(
@@ -729,6 +898,9 @@ def run_layer(
                 metrics=sql_metrics(conn, "dev", spec, rows_in=result.rows_in),
                 log=log,
             )
+        clock.lap("profile")
+        result.details["seconds"] = clock.seconds
+        log.event(f"{prefix}.timings", **clock.seconds)
         stats.rows_in = result.rows_in
         stats.rows_out = sum(result.rows_out.values())
         stats.details = {
@@ -738,6 +910,7 @@ def run_layer(
             "publish_seq": seq,
             "checks": {"run": len(result.checks), "warn": len(warned)},
             "rejected_upstream": len(rejected),
+            "seconds": clock.seconds,
         }
         _after_publish(conn, layer, result, stats)
     return result

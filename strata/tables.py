@@ -63,6 +63,7 @@ class Check:
     sql: str
     severity: str = "fail"
     description: str = ""
+    condition: str | None = None  # a row-level test: checks of one table share one scan
 
 
 @dataclass(frozen=True)

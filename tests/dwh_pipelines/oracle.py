@@ -132,7 +132,7 @@ def average_distance_per_period(lines: Iterable[bytes]) -> dict[str, tuple[int, 
             if not inside:
                 continue
             total = 0.0
-            for (t1, lat1, lng1), (t2, lat2, lng2) in zip(inside, inside[1:]):
+            for (t1, lat1, lng1), (t2, lat2, lng2) in zip(inside, inside[1:], strict=False):
                 if in_break(vehicle, t1) or in_break(vehicle, t2):
                     continue
                 total += haversine_km(lat1, lng1, lat2, lng2)
@@ -154,7 +154,11 @@ def pairs_touched(all_lines: list[bytes], late_lines: list[bytes]) -> tuple[set,
     for event in _valid_events(all_lines):
         data = event["data"]
         if event["on"] == "operating_period":
-            periods[data["id"]] = (event["organization_id"], _ts(data["start"]), _ts(data["finish"]))
+            periods[data["id"]] = (
+                event["organization_id"],
+                _ts(data["start"]),
+                _ts(data["finish"]),
+            )
         elif event["event"] == "update" and isinstance(data.get("location"), dict):
             when = _ts(data["location"].get("at"))
             if when is not None:

@@ -8,11 +8,11 @@ only bookkeeping that says *when* rather than *what* (``_seq``, ``ingested_at``)
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 import random
 import shutil
 import signal
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -105,7 +105,12 @@ def _answer(settings: Settings) -> dict[str, tuple[int, float]]:
 
 
 def _source_lines(folder: Path) -> list[bytes]:
-    return [line for f in sorted(folder.rglob("*")) if f.is_file() for line in f.read_bytes().splitlines()]
+    return [
+        line
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+        for line in f.read_bytes().splitlines()
+    ]
 
 
 def _last_run_rows(settings: Settings, run_id: uuid.UUID) -> dict[str, tuple[int, dict]]:
@@ -168,7 +173,9 @@ def test_same_files_in_any_order_and_split_give_the_same_warehouse(
     empty: Settings, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
-    settings = _loaded(empty, source, organizations=2, vehicles=10, minutes=60, seed=8, defects=True)
+    settings = _loaded(
+        empty, source, organizations=2, vehicles=10, minutes=60, seed=8, defects=True
+    )
     one_run = checksums(settings)
     answer = _answer(settings)
 
@@ -203,7 +210,11 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
         "event": "create",
         "on": "operating_period",
         "at": "2019-06-01T08:40:00.000Z",
-        "data": {"id": "op_bad", "start": "2019-06-01T09:00:00.000Z", "finish": "2019-06-01T08:00:00.000Z"},
+        "data": {
+            "id": "op_bad",
+            "start": "2019-06-01T09:00:00.000Z",
+            "finish": "2019-06-01T08:00:00.000Z",
+        },
         "organization_id": "org-bad",
     }
     (source / "2019-06-01-08-40-0-events.json").write_text(json.dumps(bad) + "\n")
@@ -242,14 +253,21 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
         home=settings.home,
         env={"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url},
     )
-    _fleet(tmp_path / "more", vehicles=3, minutes=5, seed=6, start=datetime(2019, 6, 1, 9, tzinfo=UTC))
+    _fleet(
+        tmp_path / "more", vehicles=3, minutes=5, seed=6, start=datetime(2019, 6, 1, 9, tzinfo=UTC)
+    )
     for f in (tmp_path / "more").iterdir():
         shutil.copy2(f, source / f.name)
     run(settings)
     after = checksums(settings)
-    assert after["dwh_db.fct_vehicle_location_updates"][0] > before["dwh_db.fct_vehicle_location_updates"][0]
+    assert (
+        after["dwh_db.fct_vehicle_location_updates"][0]
+        > before["dwh_db.fct_vehicle_location_updates"][0]
+    )
     with connect(settings, "staging_db") as conn:
-        assert conn.execute("select count(*) from prod.stg_events where entity_id = 'op_bad'").fetchone() == (0,)
+        assert conn.execute(
+            "select count(*) from prod.stg_events where entity_id = 'op_bad'"
+        ).fetchone() == (0,)
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +372,38 @@ def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
     assert summary.stages["staging"]["batches"] >= 1
     assert summary.stages["dwh"]["rows_in"] > 0  # it really went through every layer
     assert checksums(settings) == before
+
+
+def test_declarations_become_constraints_checks_and_status(empty: Settings, tmp_path: Path) -> None:
+    settings = _loaded(empty, tmp_path / "source", organizations=2, vehicles=4, minutes=15, seed=2)
+    with connect(settings, "dwh_db") as conn:
+        foreign_keys = {
+            r[0]
+            for r in conn.execute(
+                "select conname from pg_constraint where contype = 'f'"
+                " and connamespace = 'prod'::regnamespace"
+            )
+        }
+        checks = dict(
+            conn.execute(
+                "select table_name || '.' || check_name, status from audit.dq_results"
+            ).fetchall()
+        )
+        # a fact pointing at no dimension row is refused by prod itself, not only by the gate
+        with pytest.raises(Exception, match="foreign key"):
+            conn.execute(
+                "insert into prod.fct_vehicle_operating_periods (operating_period_sk, vehicle_id,"
+                " organization_sk, start_date_sk, updates, distance_km, _seq)"
+                " values (1, 'v', 2, 20190601, 1, 0, 0)"
+            )
+            conn.commit()
+    assert "fct_vehicle_location_updates_vehicle_sk_fkey" in foreign_keys
+    assert "dim_vehicle_organization_sk_fkey" in foreign_keys
+    assert checks["dim_vehicle.versions_do_not_overlap"] == "pass"
+    assert checks["fct_vehicle_location_updates.references_vehicle_sk"] == "pass"
+    assert checks["fct_vehicle_location_updates.range_location_lat"] == "pass"
+    status = json.loads(run_cli("status", "--json", home=settings.home).stdout)
+    dwh = status["layers"]["dwh"]
+    assert dwh["tables"]["prod"]["fct_vehicle_location_updates"] > 0
+    assert dwh["checks"]["fail"] == 0 and dwh["checks"]["pass"] >= 30
+    assert status["layers"]["staging"]["batches"] == status["layers"]["raw"]["batches"]

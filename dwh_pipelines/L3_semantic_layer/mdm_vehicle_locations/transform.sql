@@ -16,20 +16,24 @@ published as (
     select p.event_key, p.vehicle_id, p.organization_id, p.location_at, p.event_at,
            p.location_lat, p.location_lng, p.is_in_break as was_in_break
     from prod.mdm_vehicle_locations as p
-    where p.vehicle_id in (select vehicle_id from rebroken)
-      and p.event_key not in (select event_key from new_updates)
+    join rebroken as r using (vehicle_id)
+    where not exists (select 1 from new_updates as n where n.event_key = p.event_key)
 ),
-flagged as (
-    select u.*,
-           exists (
-               select 1 from dev.next_mdm_vehicle_breaks as b
-               where b.vehicle_id = u.vehicle_id
-                 and u.location_at >= b.break_start_at
-                 and u.location_at <= coalesce(b.break_end_at, 'infinity')
-           ) as is_in_break
-    from (select * from new_updates union all select * from published) as u
+candidates as (
+    select * from new_updates
+    union all
+    select * from published
+),
+in_break as (  -- one set-based join: updates against their vehicle's breaks
+    select distinct c.event_key
+    from candidates as c
+    join dev.next_mdm_vehicle_breaks as b
+      on b.vehicle_id = c.vehicle_id
+     and c.location_at >= b.break_start_at
+     and c.location_at <= coalesce(b.break_end_at, 'infinity')
 )
-select event_key, vehicle_id, organization_id, location_at, event_at, location_lat, location_lng,
-       is_in_break
-from flagged
-where was_in_break is distinct from is_in_break or was_in_break is null
+select c.event_key, c.vehicle_id, c.organization_id, c.location_at, c.event_at, c.location_lat,
+       c.location_lng, i.event_key is not null as is_in_break
+from candidates as c
+left join in_break as i using (event_key)
+where c.was_in_break is distinct from (i.event_key is not null)

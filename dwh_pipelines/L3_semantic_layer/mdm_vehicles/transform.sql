@@ -1,11 +1,13 @@
 -- Vehicles with new lifecycle or break events (their history is in dev.in_vehicle_history)
 -- and vehicles not published yet.
 with touched as (
-    select distinct e.entity_id as vehicle_id
-    from dev.in_events as e
-    where e.entity_type = 'vehicle'
-      and (e.event_name <> 'update'
-           or not exists (select 1 from prod.mdm_vehicles as p where p.vehicle_id = e.entity_id))
+    select entity_id as vehicle_id
+    from dev.in_events
+    where entity_type = 'vehicle' and event_name <> 'update'
+    union
+    (select entity_id from dev.in_events where entity_type = 'vehicle'
+     except
+     select vehicle_id from prod.mdm_vehicles)
 ),
 lifecycle as (
     select entity_id as vehicle_id,
