@@ -70,7 +70,7 @@ def run(
     """Every stage in order; ``until="raw"`` stops after the raw load (the lake/raw bench)."""
     from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
     from dwh_pipelines.L1_raw_layer.load import load
-    from dwh_pipelines.warehouse import apply_presentation, layers, run_layer
+    from dwh_pipelines.warehouse import layers
 
     run_id = uuid.uuid4()
     with run_lock(settings), RunLog(settings, run_id) as log:
@@ -117,49 +117,114 @@ def run(
             producer.join()
         if "error" in outcome:
             raise outcome["error"]
-        lake = outcome["lake"]
-        summary.stages["lake"] = {
-            "objects_ingested": lake.objects_ingested,
-            "objects_seen": lake.objects_seen,
-            "lines": lake.lines,
-            "rows_accepted": lake.rows_accepted,
-            "rows_quarantined": lake.rows_quarantined,
-            "quarantine_reasons": lake.reasons,
-            "schema_drift_fields": lake.drift,
-            "ignored_objects": len(lake.ignored_keys),
-            "seconds": outcome["lake_seconds"],
-        }
-        summary.stages["raw"] = {
-            "batches_loaded": raw.batches_loaded,
-            "rows_loaded": raw.rows_loaded,
-            "seconds": round(time.monotonic() - started, 2),
-        }
+        summary.stages["lake"] = _lake_summary(outcome["lake"], outcome["lake_seconds"])
+        summary.stages["raw"] = _raw_summary(raw, time.monotonic() - started)
         if until == "raw":
             return summary
         for layer in layers():
-            began = time.monotonic()
             if progress:
                 progress(layer.name, 0, 1)
-            result = run_layer(
-                settings, layer, run_id, log, full_refresh=full_refresh, reprocess=reprocess
+            summary.stages[layer.name] = _layer_stage(
+                settings, layer.name, run_id, log, full_refresh, reprocess
             )
             if progress:
                 progress(layer.name, 1, 1)
-            summary.stages[layer.name] = {
-                "batches": result.batches,
-                "rows_in": result.rows_in,
-                "rows_out": result.rows_out,
-                "removed": result.details.get("removed", {}),
-                "checks": len(result.checks),
-                "warnings": [f"{c.table}.{c.name}" for c in result.checks if c.status == "warn"],
-                "seconds": round(time.monotonic() - began, 2),
-            }
-        summary.stages["presentation"] = {
-            "views": apply_presentation(settings, log),
-            "answer": answer(settings),
-        }
-        log.event("answer", **summary.stages["presentation"]["answer"])
+        summary.stages["presentation"] = _presentation_stage(settings, log)
     return summary
+
+
+STAGES = ("lake", "raw", "staging", "semantic", "dwh", "presentation")
+
+
+def run_stage(
+    settings: Settings,
+    stage: str,
+    *,
+    run_id: uuid.UUID | None = None,
+    full_refresh: bool = False,
+    reprocess: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One stage alone, under the run lock and with its own run log: what each Airflow task
+    calls. Returns a small JSON-able summary (counts and batch ids, never rows)."""
+    from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
+    from dwh_pipelines.L1_raw_layer.load import load
+
+    if stage not in STAGES:
+        raise StrataError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    run_id = run_id or uuid.uuid4()
+    with run_lock(settings), RunLog(settings, run_id) as log:
+        began = time.monotonic()
+        if stage == "lake":
+            ensure_ledger(settings)
+            result = ingest(settings, run_id, log)
+            found = _lake_summary(result, time.monotonic() - began)
+            found["batch_ids"] = result.batches
+        elif stage == "raw":
+            loaded = load(settings, run_id, log, full_refresh=full_refresh)
+            found = _raw_summary(loaded, time.monotonic() - began)
+            found["batch_ids"] = loaded.batches
+        elif stage == "presentation":
+            found = _presentation_stage(settings, log)
+        else:
+            found = _layer_stage(settings, stage, run_id, log, full_refresh, reprocess)
+        found["run_id"] = str(run_id)
+        found["log"] = str(log.path)
+    return found
+
+
+def _lake_summary(lake: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "objects_ingested": lake.objects_ingested,
+        "objects_seen": lake.objects_seen,
+        "lines": lake.lines,
+        "rows_accepted": lake.rows_accepted,
+        "rows_quarantined": lake.rows_quarantined,
+        "quarantine_reasons": lake.reasons,
+        "schema_drift_fields": lake.drift,
+        "ignored_objects": len(lake.ignored_keys),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _raw_summary(raw: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "batches_loaded": raw.batches_loaded,
+        "rows_loaded": raw.rows_loaded,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _layer_stage(
+    settings: Settings,
+    name: str,
+    run_id: uuid.UUID,
+    log: RunLog,
+    full_refresh: bool,
+    reprocess: tuple[str, ...],
+) -> dict[str, Any]:
+    from dwh_pipelines.warehouse import layer_named, run_layer
+
+    began = time.monotonic()
+    result = run_layer(
+        settings, layer_named(name), run_id, log, full_refresh=full_refresh, reprocess=reprocess
+    )
+    return {
+        "batches": result.batches,
+        "rows_in": result.rows_in,
+        "rows_out": result.rows_out,
+        "removed": result.details.get("removed", {}),
+        "checks": len(result.checks),
+        "warnings": [f"{c.table}.{c.name}" for c in result.checks if c.status == "warn"],
+        "seconds": round(time.monotonic() - began, 2),
+    }
+
+
+def _presentation_stage(settings: Settings, log: RunLog) -> dict[str, Any]:
+    from dwh_pipelines.warehouse import apply_presentation
+
+    found = {"views": apply_presentation(settings, log), "answer": answer(settings)}
+    log.event("answer", **found["answer"])
+    return found
 
 
 def answer(settings: Settings) -> dict[str, Any]:
