@@ -299,6 +299,47 @@ def reject_batch_command(
     out.print(f"batch {batch_id} set aside ({reason}); the next run skips it")
 
 
+def _utc(option: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise StrataError(f"{option} {value!r} is not an ISO-8601 timestamp") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+@app.command("report")
+def report_command(
+    since: Annotated[
+        str | None, typer.Option(help="Start of the per-client period, ISO-8601 (UTC if no zone).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="End of that period (exclusive).")] = None,
+    profiles: Annotated[
+        bool, typer.Option("--profiles/--no-profiles", help="Also profile each layer's main table.")
+    ] = True,
+) -> None:
+    """Write the HTML reports and profiles to $STRATA_HOME/reports (index.html links them)."""
+    from reporting import render_reports
+
+    began = time.monotonic()
+    with console.status("rendering reports…"):
+        paths = render_reports(
+            _settings(),
+            since=_utc("--since", since),
+            until=_utc("--until", until),
+            profiles=profiles,
+        )
+    for path in paths:
+        out.print(str(path), soft_wrap=True)
+    console.print(f"{len(paths)} reports in {time.monotonic() - began:.1f} s; open {paths[0]}")
+
+
+from governance.cli import app as governance_app  # noqa: E402 - the sub-app, mounted here
+
+app.add_typer(governance_app, name="governance")
+
+
 @app.command("sql")
 def sql_command(
     db: Annotated[str, typer.Argument(help=f"One of {', '.join(DATABASES)}.")],

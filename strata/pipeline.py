@@ -133,7 +133,9 @@ def run(
     return summary
 
 
-STAGES = ("lake", "raw", "staging", "semantic", "dwh", "presentation")
+STAGES = ("lake", "raw", "staging", "semantic", "dwh", "presentation", "reports", "governance")
+"""What main_dag runs, in order. ``strata run`` runs the first six (the data path); the
+reports (``strata report``) and ``strata governance apply`` are separate commands there."""
 
 
 def run_stage(
@@ -152,6 +154,20 @@ def run_stage(
     if stage not in STAGES:
         raise StrataError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     run_id = run_id or uuid.uuid4()
+    if stage == "governance":  # apply takes the run lock itself
+        import governance
+
+        with RunLog(settings, run_id) as log:
+            began = time.monotonic()
+            report = governance.apply(settings)
+            found = {
+                "changes_applied": report.applied,
+                "seconds": round(time.monotonic() - began, 2),
+                "run_id": str(run_id),
+                "log": str(log.path),
+            }
+            log.event("governance.apply", **found)
+        return found
     with run_lock(settings), RunLog(settings, run_id) as log:
         began = time.monotonic()
         if stage == "lake":
@@ -165,6 +181,15 @@ def run_stage(
             found["batch_ids"] = loaded.batches
         elif stage == "presentation":
             found = _presentation_stage(settings, log)
+        elif stage == "reports":
+            from reporting import render_reports
+
+            pages = render_reports(settings)
+            found = {
+                "pages": [str(p) for p in pages],
+                "seconds": round(time.monotonic() - began, 2),
+            }
+            log.event("reports", pages=found["pages"])
         else:
             found = _layer_stage(settings, stage, run_id, log, full_refresh, reprocess)
         found["run_id"] = str(run_id)

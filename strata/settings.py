@@ -59,6 +59,19 @@ class Settings(BaseSettings):
 
     log_keep: int = Field(20, ge=1, description="Run log files kept under $STRATA_HOME/logs.")
 
+    smtp_host: str | None = Field(None, description="Mail server for alerts; unset: none sent.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP session with STARTTLS.")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_password_file: Path | None = None
+    smtp_from: str = Field("strata@localhost", description="Sender address of alerts.")
+    smtp_to: str | None = Field(None, description="Alert recipients, comma-separated.")
+    smtp_timeout: float = Field(
+        30.0, gt=0, description="Seconds before the SMTP server is given up."
+    )
+    notify_success: bool = Field(False, description="Also mail a summary of each successful run.")
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -105,7 +118,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:
-        for name in ("s3_secret_access_key", "pg_password"):
+        for name in ("s3_secret_access_key", "pg_password", "smtp_password"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is None:
                 continue
@@ -124,6 +137,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}S3_ACCESS_KEY_ID and {ENV_PREFIX}S3_SECRET_ACCESS_KEY go together"
             )
+        if bool(self.smtp_host) != bool(self.smtp_to):
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_HOST and {ENV_PREFIX}SMTP_TO go together (server and recipients)"
+            )
+        if bool(self.smtp_user) != bool(self.smtp_password):
+            raise ValueError(f"{ENV_PREFIX}SMTP_USER and {ENV_PREFIX}SMTP_PASSWORD go together")
         return self
 
     # ---- derived facts -------------------------------------------------------------------
@@ -150,6 +169,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return [a.strip() for a in (self.smtp_to or "").split(",") if a.strip()]
 
 
 def _variable_name(loc: tuple[int | str, ...]) -> str:

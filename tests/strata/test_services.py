@@ -153,7 +153,8 @@ def test_tcp_login_needs_the_right_password(services) -> None:  # type: ignore[n
     base = f"host=127.0.0.1 port={port} dbname=raw_db sslmode=disable"
     right = pg.password(PIPELINE_USER)
     with psycopg.connect(f"{base} user={PIPELINE_USER}", password=right) as conn:
-        assert conn.execute("select current_user").fetchone() == (PIPELINE_USER,)
+        # session_user: the login (after governance the session acts as the owner role)
+        assert conn.execute("select session_user").fetchone() == (PIPELINE_USER,)
     for user, password in (
         (PIPELINE_USER, right + "x"),
         (ADMIN_USER, right),
@@ -216,10 +217,10 @@ def test_external_mode_starts_nothing(services, tmp_path: Path) -> None:  # type
         b["Name"] for b in s3_client(services).list_buckets()["Buckets"]
     }
     csv_out = run_cli(
-        "sql", "dwh_db", "select current_database(), current_user", home=home, env=env
+        "sql", "dwh_db", "select current_database(), session_user", home=home, env=env
     )
     assert csv_out.stdout.splitlines() == [
-        "current_database,current_user",
+        "current_database,session_user",
         f"dwh_db,{PIPELINE_USER}",
     ]
     down_out = run_cli("down", home=home, env=env)
