@@ -129,7 +129,10 @@ def test_a_failed_gate_fails_the_run_at_the_gate_keeps_prod_and_mails_once(
         "lake": "success",
         "raw": "success",
         "staging": "failed",
-        **{task: "upstream_failed" for task in ("semantic", "dwh", "presentation", "reports", "governance", "summary")},
+        **{
+            task: "upstream_failed"
+            for task in ("semantic", "dwh", "presentation", "reports", "governance", "summary")
+        },
     }
     staging = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "staging")
     assert staging.try_number == 1, "a failed gate is not retried"
