@@ -173,6 +173,10 @@ class EmbeddedS3:
             "-master.electionTimeout=1s",
             "-master.telemetry=false",
             "-master.volumeSizeLimitMB=1024",
+            # each bucket is a collection that grows 7 volumes at its first write; the default
+            # cap of 8 volumes left the second bucket one volume and a third none ("Not enough
+            # data nodes found" → InternalError on PutObject). Volume files are sparse.
+            "-volume.max=100",
             f"-volume.port={ports['volume']}",
             f"-volume.port.grpc={ports['volume_grpc']}",
             "-volume.preStopSeconds=0",
