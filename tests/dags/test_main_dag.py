@@ -18,15 +18,15 @@ from strata.pipeline import STAGES, run
 from strata.settings import Settings
 from tests.dags.airflow_setup import load_dag_module
 from tests.dags.smtp_receiver import smtp_server
-from tests.dwh_pipelines.oracle import average_distance_per_period
-from tests.dwh_pipelines.test_warehouse import (
+from tests.dwh_pipelines.fleets import (
     LAYER_DBS,
-    _assert_answer_is,
-    _fleet,
-    _settings,
-    _source_lines,
+    assert_answer_is,
     checksums,
+    simulate_fleet,
+    source_lines,
+    warehouse_settings,
 )
+from tests.dwh_pipelines.oracle import average_distance_per_period
 from tests.support import reset_databases
 
 pytestmark = pytest.mark.slow
@@ -55,8 +55,8 @@ def test_main_dag_publishes_the_answer_of_the_oracle(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = tmp_path / "source"
-    _fleet(source, organizations=2, vehicles=8, minutes=40, seed=17, defects=True)
-    settings = _settings(services, source)
+    simulate_fleet(source, organizations=2, vehicles=8, minutes=40, seed=17, defects=True)
+    settings = warehouse_settings(services, source)
     reset_databases(settings)
     main = load_dag_module("main_dag").pipeline
     with smtp_server() as (port, mails):
@@ -66,9 +66,9 @@ def test_main_dag_publishes_the_answer_of_the_oracle(
 
     assert dag_run.state == "success", _states(dag_run)
     assert _states(dag_run) == {task: "success" for task in [*STAGES, "summary"]}
-    expected = average_distance_per_period(_source_lines(source))
+    expected = average_distance_per_period(source_lines(source))
     assert expected
-    _assert_answer_is(settings, expected)
+    assert_answer_is(settings, expected)
 
     # every task of the DAG run wrote its audit rows under the run's one Strata run id
     run_id = strata_run_id("main_dag", dag_run.run_id)
@@ -94,7 +94,7 @@ def test_main_dag_publishes_the_answer_of_the_oracle(
 def _period_finishing_before_it_starts(source: Path) -> bytes:
     """A well-formed copy of a real period creation (so the lake accepts it) with start and
     finish swapped: a batch that breaks a staging fail-check."""
-    for line in _source_lines(source):
+    for line in source_lines(source):
         event = json.loads(line)
         if event.get("event") == "create" and event["data"].get("finish"):
             data = event["data"]
@@ -110,8 +110,8 @@ def test_a_failed_gate_fails_the_run_at_the_gate_keeps_prod_and_mails_once(
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "source"
-    _fleet(source, organizations=1, vehicles=4, minutes=20, seed=23)
-    settings = _settings(services, source)
+    simulate_fleet(source, organizations=1, vehicles=4, minutes=20, seed=23)
+    settings = warehouse_settings(services, source)
     reset_databases(settings)
     run(settings)  # a published warehouse to protect
     before = checksums(settings)

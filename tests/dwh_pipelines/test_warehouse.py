@@ -17,100 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from datalake_pipelines.source_simulator import SimulationConfig, simulate
 from dwh_pipelines.warehouse import GateFailed
 from strata.db import connect
-from strata.objectstore import open_store
 from strata.pipeline import run
 from strata.settings import Settings
+from tests.dwh_pipelines.fleets import (
+    LAYER_DBS,
+    assert_answer_is,
+    checksums,
+    loaded,
+    published_answer,
+    simulate_fleet,
+    source_lines,
+    warehouse_settings,
+)
 from tests.dwh_pipelines.oracle import average_distance_per_period, pairs_touched
-from tests.support import make_settings, reset_databases, run_cli
-
-BOOKKEEPING = {"_seq", "ingested_at"}
-LAYER_DBS = ("staging_db", "semantic_db", "dwh_db")
-
-
-def _fleet(folder: Path, **config: object) -> Path:
-    """Simulate a fleet into a local folder (the source); returns the manifest folder."""
-    manifests = folder.parent / f"{folder.name}-manifest"
-    simulate(SimulationConfig(**config), open_store(str(folder), None), manifests)  # type: ignore[arg-type]
-    return manifests
-
-
-def _settings(services: Settings, source: Path) -> Settings:
-    return make_settings(
-        services.home,
-        source_url=str(source),
-        lake_url=f"s3://strata-lake/wh-{uuid.uuid4().hex[:8]}",
-    )
+from tests.support import reset_databases, run_cli
 
 
 @pytest.fixture()
 def empty(services: Settings) -> Settings:
     reset_databases(services)
     return services
-
-
-def checksums(settings: Settings) -> dict[str, tuple[int, str]]:
-    """{db.prod.table: (rows, md5 over the sorted row hashes of its content columns)}."""
-    found: dict[str, tuple[int, str]] = {}
-    for db in LAYER_DBS:
-        with connect(settings, db) as conn:
-            tables = conn.execute(
-                "select table_name from information_schema.tables"
-                " where table_schema = 'prod' order by 1"
-            ).fetchall()
-            for (table,) in tables:
-                columns = [
-                    r[0]
-                    for r in conn.execute(
-                        "select column_name from information_schema.columns"
-                        " where table_schema = 'prod' and table_name = %s order by ordinal_position",
-                        (table,),
-                    )
-                    if r[0] not in BOOKKEEPING
-                ]
-                cols = ", ".join(f'"{c}"' for c in columns)
-                rows, digest = conn.execute(
-                    f"select count(*), md5(coalesce(string_agg(h, '' order by h), ''))"
-                    f" from (select md5(row({cols})::text) as h from prod.{table}) as t"
-                ).fetchone()
-                found[f"{db}.{table}"] = (rows, digest)
-    return found
-
-
-def _loaded(services: Settings, source: Path, **config: object) -> Settings:
-    """Simulate a fleet into ``source`` and run the whole pipeline on it once."""
-    _fleet(source, **config)
-    settings = _settings(services, source)
-    run(settings)
-    return settings
-
-
-def _assert_answer_is(settings: Settings, expected: dict[str, tuple[int, float]]) -> None:
-    got = _answer(settings)
-    assert sorted(got) == sorted(expected)
-    for period, (vehicles, avg) in expected.items():
-        assert got[period][0] == vehicles, period
-        assert got[period][1] == pytest.approx(avg, rel=1e-9, abs=0.0), period
-
-
-def _answer(settings: Settings) -> dict[str, tuple[int, float]]:
-    with connect(settings, "dwh_db") as conn:
-        rows = conn.execute(
-            "select operating_period_id, vehicles, avg_distance_km"
-            " from reporting.avg_distance_per_operating_period"
-        ).fetchall()
-    return {period: (vehicles, avg) for period, vehicles, avg in rows}
-
-
-def _source_lines(folder: Path) -> list[bytes]:
-    return [
-        line
-        for f in sorted(folder.rglob("*"))
-        if f.is_file()
-        for line in f.read_bytes().splitlines()
-    ]
 
 
 def _last_run_rows(settings: Settings, run_id: uuid.UUID) -> dict[str, tuple[int, dict]]:
@@ -136,14 +64,14 @@ def test_answer_equals_an_independent_computation(
     empty: Settings, tmp_path: Path, fleet: str
 ) -> None:
     source = tmp_path / "source"
-    manifests = _fleet(source, **FLEETS[fleet])
-    settings = _settings(empty, source)
+    manifests = simulate_fleet(source, **FLEETS[fleet])
+    settings = warehouse_settings(empty, source)
     run(settings)
-    lines = _source_lines(source)
+    lines = source_lines(source)
     expected = average_distance_per_period(lines)
     assert expected, "the fleet has no live operating period with updates"
-    _assert_answer_is(settings, expected)
-    got = _answer(settings)
+    assert_answer_is(settings, expected)
+    got = published_answer(settings)
     # the fleet really exercised what the definition talks about
     text = b"\n".join(lines)
     assert b'"break_start"' in text and b'"delete"' in text
@@ -173,11 +101,9 @@ def test_same_files_in_any_order_and_split_give_the_same_warehouse(
     empty: Settings, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
-    settings = _loaded(
-        empty, source, organizations=2, vehicles=10, minutes=60, seed=8, defects=True
-    )
+    settings = loaded(empty, source, organizations=2, vehicles=10, minutes=60, seed=8, defects=True)
     one_run = checksums(settings)
-    answer = _answer(settings)
+    answer = published_answer(settings)
 
     # the same location (batch ids name it), emptied, then filled in three shuffled parts
     reset_databases(empty)
@@ -186,7 +112,7 @@ def test_same_files_in_any_order_and_split_give_the_same_warehouse(
     source.mkdir()
     files = sorted(p for p in kept.rglob("*") if p.is_file())
     random.Random(4).shuffle(files)
-    settings = _settings(empty, source)
+    settings = warehouse_settings(empty, source)
     for part in (files[i::3] for i in range(3)):
         for f in part:
             target = source / f.relative_to(kept)
@@ -194,7 +120,7 @@ def test_same_files_in_any_order_and_split_give_the_same_warehouse(
             shutil.copy2(f, target)
         run(settings)
     assert checksums(settings) == one_run
-    assert _answer(settings) == answer
+    assert published_answer(settings) == answer
     assert all(rows > 0 for rows, _ in one_run.values())
 
 
@@ -202,7 +128,7 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
     empty: Settings, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
-    settings = _loaded(empty, source, organizations=2, vehicles=6, minutes=30, seed=5)
+    settings = loaded(empty, source, organizations=2, vehicles=6, minutes=30, seed=5)
     before = checksums(settings)
     # an operating period that finishes before it starts passes the lake's contract checks
     # (its fields are well-formed) but breaks a staging fail-check
@@ -253,7 +179,7 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
         home=settings.home,
         env={"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url},
     )
-    _fleet(
+    simulate_fleet(
         tmp_path / "more", vehicles=3, minutes=5, seed=6, start=datetime(2019, 6, 1, 9, tzinfo=UTC)
     )
     for f in (tmp_path / "more").iterdir():
@@ -273,14 +199,14 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
 @pytest.fixture(scope="module")
 def crash_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("crash") / "source"
-    _fleet(source, organizations=2, vehicles=6, minutes=25, seed=21, defects=True)
+    simulate_fleet(source, organizations=2, vehicles=6, minutes=25, seed=21, defects=True)
     return source
 
 
 @pytest.fixture(scope="module")
 def clean_checksums(services: Settings, crash_fleet: Path) -> dict[str, tuple[int, str]]:
     reset_databases(services)
-    settings = _settings(services, crash_fleet)
+    settings = warehouse_settings(services, crash_fleet)
     run(settings)
     return checksums(settings)
 
@@ -301,7 +227,7 @@ def test_sigkill_in_each_hop_then_rerun_equals_a_clean_run(
     services: Settings, crash_fleet: Path, clean_checksums: dict, fault: str
 ) -> None:
     reset_databases(services)
-    settings = _settings(services, crash_fleet)
+    settings = warehouse_settings(services, crash_fleet)
     env = {"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url}
     killed = run_cli("run", home=settings.home, env={**env, "STRATA_FAULT": fault}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -311,7 +237,7 @@ def test_sigkill_in_each_hop_then_rerun_equals_a_clean_run(
 
 def test_runs_move_only_what_is_new(empty: Settings, tmp_path: Path) -> None:
     everything = tmp_path / "all"
-    _fleet(everything, organizations=3, vehicles=30, minutes=120, seed=12)
+    simulate_fleet(everything, organizations=3, vehicles=30, minutes=120, seed=12)
     files = sorted(p for p in everything.rglob("*") if p.is_file())
     late = random.Random(1).sample(files, max(1, len(files) // 100))  # ~1% arrive later
     source = tmp_path / "source"
@@ -319,7 +245,7 @@ def test_runs_move_only_what_is_new(empty: Settings, tmp_path: Path) -> None:
     for f in files:
         if f not in late:
             shutil.copy2(f, source / f.name)
-    settings = _settings(empty, source)
+    settings = warehouse_settings(empty, source)
     first = run(settings)
     totals = _last_run_rows(settings, first.run_id)
 
@@ -347,18 +273,18 @@ def test_runs_move_only_what_is_new(empty: Settings, tmp_path: Path) -> None:
             ).fetchall()
         )
     must, may = pairs_touched(
-        _source_lines(everything), [line for f in late for line in f.read_bytes().splitlines()]
+        source_lines(everything), [line for f in late for line in f.read_bytes().splitlines()]
     )
     assert must <= recomputed <= may
     assert len(recomputed) < totals["dwh"][1]["candidate_rows"]["fct_vehicle_operating_periods"]
     # and the warehouse is right after the late data
-    _assert_answer_is(settings, average_distance_per_period(_source_lines(everything)))
+    assert_answer_is(settings, average_distance_per_period(source_lines(everything)))
 
 
 def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
     empty: Settings, tmp_path: Path
 ) -> None:
-    settings = _loaded(
+    settings = loaded(
         empty, tmp_path / "source", organizations=2, vehicles=5, minutes=20, seed=9, defects=True
     )
     before = checksums(settings)
@@ -375,7 +301,7 @@ def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
 
 
 def test_declarations_become_constraints_checks_and_status(empty: Settings, tmp_path: Path) -> None:
-    settings = _loaded(empty, tmp_path / "source", organizations=2, vehicles=4, minutes=15, seed=2)
+    settings = loaded(empty, tmp_path / "source", organizations=2, vehicles=4, minutes=15, seed=2)
     with connect(settings, "dwh_db") as conn:
         foreign_keys = {
             r[0]

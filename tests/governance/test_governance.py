@@ -25,7 +25,7 @@ from strata.bootstrap import SCHEMAS
 from strata.db import connect, target
 from strata.pipeline import run
 from strata.settings import DATABASES, Settings
-from tests.dwh_pipelines.test_warehouse import _fleet, _settings
+from tests.dwh_pipelines.fleets import simulate_fleet, warehouse_settings
 from tests.support import reset_databases, run_cli
 
 PRECISE = ("location_lat", "location_lng")
@@ -111,14 +111,14 @@ LATER_START = datetime(2019, 6, 1, 9, 0, tzinfo=UTC)
 def governed(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     reset_databases(services)
     source = tmp_path_factory.mktemp("governance") / "source"
-    _fleet(source, organizations=2, vehicles=4, minutes=20, seed=11)
-    settings = _settings(services, source)
+    simulate_fleet(source, organizations=2, vehicles=4, minutes=20, seed=11)
+    settings = warehouse_settings(services, source)
     run(settings)
     first = apply(settings)
     people = demo_users(settings)
     # after apply, with no further apply: a second run on new data (it publishes, alters
     # tables and recreates the reporting views, as the owner role), then new relations
-    _fleet(source, organizations=2, vehicles=4, minutes=10, seed=12, start=LATER_START)
+    simulate_fleet(source, organizations=2, vehicles=4, minutes=10, seed=12, start=LATER_START)
     assert run(settings).stages["dwh"]["batches"] > 0
     for db in DATABASES:
         schema = "raw" if db == "raw_db" else "prod"
