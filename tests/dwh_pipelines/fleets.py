@@ -97,5 +97,3 @@ def source_lines(folder: Path) -> list[bytes]:
         if f.is_file()
         for line in f.read_bytes().splitlines()
     ]
-
-
