@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 from websockets.sync.client import connect
 
+from strata.services.state import wait_until
+
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 WIDTH = 1400
 
@@ -96,18 +98,22 @@ class Chromium:
         )
 
     def _port(self) -> int:
+        """Wait (deadline 30 s) until Chromium writes its DevTools port, or fail if it exits."""
         marker = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"chromium exited {self.process.returncode}: "
-                    f"{self.process.stderr.read().decode(errors='replace')[-2000:]}"  # type: ignore[union-attr]
-                )
-            if marker.is_file() and (text := marker.read_text().split()):
-                return int(text[0])
-            time.sleep(0.1)
-        raise RuntimeError("chromium did not open its DevTools port within 30 s")
+
+        def port_written_or_exited() -> bool:
+            return self.process.poll() is not None or (
+                marker.is_file() and bool(marker.read_text().split())
+            )
+
+        if not wait_until(port_written_or_exited, timeout=30, interval=0.05):
+            raise RuntimeError("chromium did not open its DevTools port within 30 s")
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"chromium exited {self.process.returncode}: "
+                f"{self.process.stderr.read().decode(errors='replace')[-2000:]}"  # type: ignore[union-attr]
+            )
+        return int(marker.read_text().split()[0])
 
     def send(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
         self._id += 1
