@@ -15,19 +15,12 @@ import random
 import resource
 import sys
 import time
-from pathlib import Path
 
-from common import arguments, fleet, installation, print_report
+from common import arguments, fleet, installation, print_report, upload
 
 from datalake_pipelines.source_simulator import simulate
 from strata.objectstore import open_store
 from strata.pipeline import run
-
-
-def _upload(settings, folder: Path, files: list[Path]) -> None:  # type: ignore[no-untyped-def]
-    source = open_store(settings.source_url, settings)
-    for f in files:
-        source.put(str(f.relative_to(folder)), f.read_bytes())
 
 
 def _split(summary) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -53,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         late = set(random.Random(7).sample(files, max(1, round(len(files) / 100))))
         early = [f for f in files if f not in late]
-        _upload(settings, folder, early)
+        upload(settings, folder, early)
         early_events = sum(f.read_bytes().count(b"\n") for f in early)
 
         began = time.monotonic()
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         total_s = time.monotonic() - began
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        _upload(settings, folder, sorted(late))
+        upload(settings, folder, sorted(late))
         late_events = sum(f.read_bytes().count(b"\n") for f in late)
         began = time.monotonic()
         second = run(settings)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from datalake_pipelines.source_simulator import SimulationConfig
+from strata.concurrency import ordered_map
+from strata.objectstore import open_store
 from strata.services import down, up
 from strata.settings import Settings, load_settings
 
@@ -40,6 +42,17 @@ def installation(prefix: str, keep: bool = False) -> Iterator[Settings]:
             shutil.rmtree(home.parent, ignore_errors=True)
 
 
+def upload(settings: Settings, folder: Path, files: list[Path], url: str | None = None) -> None:
+    """Put ``files`` (keys relative to ``folder``) into the source location (or ``url``)."""
+    source = open_store(url or settings.source_url, settings)
+
+    def put(path: Path) -> None:
+        source.put(str(path.relative_to(folder)), path.read_bytes())
+
+    for _ in ordered_map(put, files, in_flight=8, name="upload"):
+        pass
+
+
 def print_report(report: dict) -> int:
     """Aligned lines for people, then one JSON line for tools; the exit status."""
     width = max(map(len, report))
@@ -53,5 +66,6 @@ def arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--defects", action="store_true", help="inject the simulator's defects")
+    parser.add_argument("--runs", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--keep", action="store_true", help="keep the installation afterwards")
     return parser.parse_args(argv)

@@ -42,6 +42,9 @@ class Column:
     accepted_values: tuple[str, ...] | None = None
     range: tuple[float, float] | None = None
     references: str | None = None  # "<table>.<column>" in the same layer: a foreign key
+    # few distinct values per file: parquet dictionary-encodes it (the others are written
+    # plain: hashing a unique id per row cost a third of the lake write, measured)
+    repetitive: bool = False
 
     @property
     def arrow_field(self) -> pa.Field:
@@ -86,6 +89,10 @@ class TableSpec:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def dictionary_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.repetitive]
 
     @property
     def sensitive_columns(self) -> dict[str, str]:

@@ -164,9 +164,9 @@ def pending_objects(
     return pending, ignored, seen
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def _parquet_bytes(table: pa.Table, dictionary: list[str] | bool = True) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="snappy")
+    pq.write_table(table, sink, compression="snappy", use_dictionary=dictionary)
     return sink.getvalue()
 
 
@@ -252,7 +252,7 @@ def _prepare(
     lake_key = quarantine_key = None
     if accepted.num_rows:
         lake_key = f"raw/{SOURCE}/{EVENTS.name}/{partition}/{batch_id}.parquet"
-        lake.put(lake_key, _parquet_bytes(accepted))
+        lake.put(lake_key, _parquet_bytes(accepted, EVENTS.dictionary_columns))
     if quarantine.num_rows:
         quarantine_key = f"quarantine/{SOURCE}/{EVENTS.name}/{partition}/{batch_id}.parquet"
         lake.put(quarantine_key, _parquet_bytes(quarantine))
