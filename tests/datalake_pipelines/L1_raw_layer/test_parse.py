@@ -125,3 +125,37 @@ def test_fast_path_equals_reference_on_a_simulated_fleet(tmp_path: Path) -> None
     simulate(SimulationConfig(vehicles=12, minutes=20, defects=True), store, tmp_path)
     for info in store.list():
         _same(store.get(info.key))
+
+
+def _no_fallback(data: bytes):  # type: ignore[no-untyped-def]
+    raise AssertionError("the object was read line by line in Python")
+
+
+def test_lines_that_cannot_be_objects_do_not_send_the_object_line_by_line() -> None:
+    bad = [
+        b'{"event": "update", "on": "veh',  # cut off
+        b"",  # blank
+        b"   ",  # blank
+        '{"event": "update", "on": "v\u00e9"}'.encode("latin-1"),  # not UTF-8
+        b"[1, 2]",
+    ]
+    body = [UPDATE.encode()] * 3
+    for line in bad:
+        body += [line, _line(at="yesterday"), UPDATE.encode()]
+    data = b"\r\n".join(body) + b"\r\n" + UPDATE.encode()[:40]  # and a truncated last line
+    fast = parse_object(data, fallback=_no_fallback)
+    reference = parse_object_python(data)
+    assert fast.table.equals(reference.table)
+    assert fast.quarantined == reference.quarantined
+    assert [q.reason for q in fast.quarantined] == [
+        "malformed_json", "invalid_timestamp", "blank_line", "invalid_timestamp", "blank_line",
+        "invalid_timestamp", "invalid_utf8", "invalid_timestamp", "not_an_object",
+        "invalid_timestamp", "truncated_line",
+    ]  # fmt: skip
+    assert fast.accepted == 3 + len(bad)
+
+
+def test_an_object_lookalike_that_is_not_json_is_still_quarantined() -> None:
+    data = UPDATE.encode() + b'\n{"event": }\n' + UPDATE.encode() + b"\n"
+    parsed = _same(data)
+    assert [(q.line_number, q.reason) for q in parsed.quarantined] == [(2, "malformed_json")]
