@@ -562,7 +562,10 @@ def _transfer(
         if item.where:
             where = sql.SQL("{} and ({})").format(where, sql.SQL(item.where))
         query = sql.SQL("select {} from {} where {}").format(_cols(columns), source, where)
-        counts[item.name] = copy_between(up, query, conn, "dev", item.name, columns, params)
+        # truncated above in this same transaction: the rows can be written frozen
+        counts[item.name] = copy_between(
+            up, query, conn, "dev", item.name, columns, params, freeze=True
+        )
         conn.execute(sql.SQL("analyze {}").format(_ident("dev", item.name)))
         clock.lap(f"transfer.{item.name}")
     up.commit()

@@ -241,6 +241,7 @@ def _layer_stage(
         "checks": len(result.checks),
         "warnings": [f"{c.table}.{c.name}" for c in result.checks if c.status == "warn"],
         "seconds": round(time.monotonic() - began, 2),
+        "step_seconds": result.details.get("seconds", {}),
     }
 
 

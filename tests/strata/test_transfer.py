@@ -96,3 +96,23 @@ def test_copy_between_databases_streams_binary(services) -> None:  # type: ignor
             "select md5(string_agg(d::text, '|' order by id)) from dst d"
         ).fetchone()
         assert actual == expected
+
+
+def test_copy_between_can_write_rows_frozen(services) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+    import pytest
+
+    from strata.transfer import copy_between
+
+    with connect(services, "raw_db") as src, connect(services, "staging_db") as dst:
+        src.execute("create temp table src (id bigint)")
+        src.execute("insert into src select generate_series(1, 1000)")
+        dst.execute("create temp table dst (id bigint)")
+        dst.commit()
+        dst.execute("truncate dst")  # FREEZE is allowed after a truncate in the same transaction
+        copied = copy_between(src, "select id from src", dst, "pg_temp", "dst", ["id"], freeze=True)
+        assert copied == 1000
+        assert dst.execute("select count(*), sum(id) from dst").fetchone() == (1000, 500500)
+        dst.commit()
+        with pytest.raises(psycopg.Error, match="FREEZE"):  # and refused without one
+            copy_between(src, "select id from src", dst, "pg_temp", "dst", ["id"], freeze=True)
