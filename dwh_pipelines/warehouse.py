@@ -660,6 +660,13 @@ def _is_bulk(conn: psycopg.Connection, spec: TableSpec, rows: int, full_refresh:
     return rows >= max(BULK_MIN_ROWS, BULK_SHARE * estimate)
 
 
+def _is_empty(conn: psycopg.Connection, table: sql.Composable) -> bool:
+    (empty,) = conn.execute(
+        sql.SQL("select not exists (select 1 from {})").format(table)
+    ).fetchone()
+    return bool(empty)
+
+
 def _foreign_keys(layer: Layer) -> list[tuple[TableSpec, str, str, str]]:
     """(table, column, referenced table, referenced column) for every ``references``."""
     found = []
@@ -748,7 +755,11 @@ def _publish(
     for spec in tables:
         prod, dev = _ident("prod", spec.name), _ident("dev", spec.name)
         recreate = _drop_indexes(conn, spec) if spec.name in bulk else []
-        if full_refresh:
+        if spec.name in bulk and _is_empty(conn, prod):
+            # a first load: emptying the empty table gives it a new file in this transaction,
+            # which PostgreSQL fills without WAL when wal_level is minimal (the embedded server)
+            conn.execute(sql.SQL("truncate {}").format(prod))
+        elif full_refresh:
             conn.execute(sql.SQL("delete from {}").format(prod))
         else:
             match = sql.SQL(" and ").join(
