@@ -218,7 +218,6 @@ PARSED_SCHEMA = pa.schema(
 )
 # what the fast path accepts without a second look: UTC with a Z, up to microseconds
 _CLEAN_TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"
-_ALLOWED_KEYS = pa.array(sorted(f"{on}/{event}" for on, event in ALLOWED_EVENTS))
 
 
 def _read(buffer: pa.Buffer) -> pa.Table:
