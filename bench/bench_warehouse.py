@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         "all_pairs": first.stages["dwh"]["rows_out"]["fct_vehicle_operating_periods"],
         "noop_run_s": round(noop_s, 2),
         "noop_rows_in": {s: third.stages[s]["rows_in"] for s in ("staging", "semantic", "dwh")},
+        # where the first run's time went: the slowest steps of each layer
+        **{
+            f"{s}_slowest_steps_s": dict(
+                sorted(first.stages[s]["step_seconds"].items(), key=lambda kv: -kv[1])[:6]
+            )
+            for s in ("staging", "semantic", "dwh")
+        },
     }
     return print_report(report)
 
