@@ -351,13 +351,16 @@ def _plausible_lines(data: bytes, line_count: int, complete: bool) -> tuple[np.n
     ends = newlines[:line_count] if complete else np.append(newlines, len(raw))
     last = ends - 1
     last -= (last >= starts) & (raw[np.maximum(last, 0)] == 13)  # a CRLF line end
-    high = np.concatenate(([0], np.cumsum(raw >= 0x80)))
     plausible = (
         (last > starts)
         & (raw[np.minimum(starts, len(raw) - 1)] == ord("{"))
         & (raw[np.maximum(last, 0)] == ord("}"))
-        & (high[ends] == high[starts])
     )
+    # lines holding a non-ASCII byte: where the (few) such bytes fall among the line ends
+    # (a running count over every byte instead cost 3.5 ms per MB)
+    high = np.flatnonzero(raw >= 0x80)
+    if len(high):
+        plausible[np.searchsorted(ends, high)] = False
     # each line with its newline, as one binary array over ``data`` (no copy); filtering it
     # lays the plausible lines end to end
     offsets = np.append(starts, len(raw)).astype(np.int32)
