@@ -339,10 +339,11 @@ def _read_rows(buffer: pa.Buffer, numbers: pa.Array) -> tuple[pa.Table, pa.Array
 def _plausible_lines(data: bytes, line_count: int, complete: bool) -> tuple[np.ndarray, pa.Buffer]:
     """Which lines could be a JSON object (``{`` … ``}``, ASCII only), and those lines alone.
 
-    A cut-off, blank or non-ASCII line makes the JSON reader give up on the whole object; set
-    aside by this byte-level test (numpy, no Python loop), they go to the reference parser
-    while the rest of the object is still read in C++. Non-ASCII lines are set aside because
-    only the reference parser tells valid UTF-8 from invalid.
+    A cut-off or blank line makes the JSON reader give up on the whole object; set aside by
+    this byte-level test (numpy, no Python loop), they go to the reference parser while the
+    rest of the object is still read in C++. Non-ASCII lines are set aside because only the
+    reference parser tells valid UTF-8 from invalid (the C++ reader passes invalid bytes inside
+    a string through).
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(raw == 10)
@@ -390,11 +391,13 @@ def parse_object(data: bytes, fallback: Callable[[bytes], Parsed] | None = None)
     complete = data.endswith(b"\n")
     line_count = data.count(b"\n") + (0 if complete else 1)
     numbers = pa.array(np.arange(1, line_count + 1, dtype=np.int32))
-    # the common case: every line is a JSON object of the expected shape
-    result = _read_rows(pa.py_buffer(data), numbers)
+    # the common case: every line is an ASCII JSON object of the expected shape. The C++
+    # reader does not validate UTF-8 inside strings, so an object with any non-ASCII byte
+    # skips this first read: its non-ASCII lines go to the reference parser below.
+    result = _read_rows(pa.py_buffer(data), numbers) if data.isascii() else None
     if result is None:
-        # some line is not JSON of the expected shape, or is blank: read again without the
-        # lines that cannot be a JSON object; they go to the reference parser
+        # some line is not JSON of the expected shape, is blank or is not ASCII: read again
+        # without the lines that cannot be a plain JSON object; they go to the reference parser
         plausible, buffer = _plausible_lines(data, line_count, complete)
         kept = numbers.filter(pa.array(plausible))
         result = _read_rows(buffer, kept) if len(kept) else (PARSED_SCHEMA.empty_table(), kept)
@@ -429,11 +432,9 @@ def _parse_lines(lines: list[bytes], numbers: list[int], complete: bool) -> Pars
         try:
             row, extra = _parse_line(raw, truncated=(number == last and not complete))
         except Reject as rejected:
-            quarantined.append(
-                Quarantined(
-                    number, rejected.reason, rejected.detail, raw.decode("utf-8", "replace")
-                )
-            )
+            # bytes that are not UTF-8 are kept visible as \xNN (text cannot hold them)
+            raw_text = raw.decode("utf-8", "backslashreplace")
+            quarantined.append(Quarantined(number, rejected.reason, rejected.detail, raw_text))
             continue
         columns["line_number"].append(number)
         for name, value in zip(COLUMNS[1:11], row, strict=True):

@@ -34,6 +34,7 @@ def _line(**changes: object) -> bytes:
 
 def _same(data: bytes):  # type: ignore[no-untyped-def]
     fast, reference = parse_object(data), parse_object_python(data)
+    fast.table.validate(full=True)  # e.g. every string is valid UTF-8
     assert fast.table.equals(reference.table)
     assert fast.quarantined == reference.quarantined
     assert fast.drift_fields == reference.drift_fields
@@ -68,7 +69,7 @@ def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) 
     parsed = _same(data)
     assert parsed.accepted == 2
     assert [(q.line_number, q.reason) for q in parsed.quarantined] == [(2, reason)]
-    assert parsed.quarantined[0].raw_line == line.decode("utf-8", "replace")
+    assert parsed.quarantined[0].raw_line == line.decode("utf-8", "backslashreplace")
 
 
 @pytest.mark.parametrize(
@@ -112,6 +113,20 @@ def test_empty_truncated_and_non_utf8_objects() -> None:
     assert complete_without_newline.accepted == 2
     latin1 = _same("é".encode("latin-1") * 3 + b"\n" + UPDATE.encode() + b"\n")
     assert [q.reason for q in latin1.quarantined] == ["invalid_utf8"]
+
+
+def test_invalid_utf8_inside_a_string_is_quarantined() -> None:
+    # the line is a well-formed object but for one latin-1 byte in a string value: the C++
+    # reader alone would pass it through, and PostgreSQL would refuse the batch later
+    latin1_id = UPDATE.replace('"v1"', '"v\u00e9"').encode("latin-1")
+    parsed = _same(UPDATE.encode() + b"\n" + latin1_id + b"\n" + UPDATE.encode() + b"\n")
+    assert [(q.line_number, q.reason) for q in parsed.quarantined] == [(2, "invalid_utf8")]
+    assert parsed.accepted == 2
+    # valid UTF-8 beyond ASCII is accepted as it is
+    utf8_id = UPDATE.replace('"v1"', '"v\u00e9"').encode()
+    parsed = _same(UPDATE.encode() + b"\n" + utf8_id + b"\n")
+    assert parsed.quarantined == []
+    assert parsed.table["entity_id"].to_pylist() == ["v1", "v\u00e9"]
 
 
 def test_timestamps_are_exact_to_the_microsecond() -> None:

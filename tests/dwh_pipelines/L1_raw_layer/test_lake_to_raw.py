@@ -214,13 +214,17 @@ def test_bad_objects_are_explained_not_fatal(
         + b"\n\xff\xfe broken\n\n"
         + line.encode()
         + b"\n",
+        # a clean object but for one latin-1 byte inside a string: that line is quarantined
+        "2019-06-01-10-03-0-events.json": (
+            line + "\n" + line.replace('"v1"', '"v\u00e9"') + "\n"
+        ).encode("latin-1"),
         "README.txt": b"not an event file\n",
     }
     folder.mkdir()
     for name, data in files.items():
         (folder / name).write_bytes(data)
     summary = run(settings)
-    assert summary.stages["lake"]["objects_ingested"] == 3
+    assert summary.stages["lake"]["objects_ingested"] == 4
     assert summary.stages["lake"]["ignored_objects"] == 1
     with connect(settings, "raw_db") as conn:
         notes = dict(conn.execute("select source_key, note from audit.lake_objects").fetchall())
@@ -237,9 +241,10 @@ def test_bad_objects_are_explained_not_fatal(
         ("2019-06-01-10-01-0-events.json", 2, "truncated_line"),
         ("2019-06-01-10-02-0-events.json", 2, "invalid_utf8"),
         ("2019-06-01-10-02-0-events.json", 3, "blank_line"),
+        ("2019-06-01-10-03-0-events.json", 2, "invalid_utf8"),
     ]
     assert details["ignored_objects"] == ["README.txt"]
-    assert summary.stages["raw"]["rows_loaded"] == 3
+    assert summary.stages["raw"]["rows_loaded"] == 4
 
 
 def test_metrics_lineage_sensitivity_and_logs(warehouse: Settings, tmp_path: Path) -> None:
