@@ -45,8 +45,10 @@ class RunLog:
         self._handle.flush()
 
     def _prune(self) -> None:
-        logs = sorted(self.directory.glob("run-*.jsonl"))
-        for old in logs[: max(0, len(logs) - self.keep)]:
+        """Keep the newest ``keep`` logs (names order by start time), this run's always among
+        them, even beside another run started in the same second."""
+        others = sorted(p for p in self.directory.glob("run-*.jsonl") if p != self.path)
+        for old in others[: max(0, len(others) - (self.keep - 1))]:
             old.unlink(missing_ok=True)
 
 
