@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from strata.settings import Settings
 
 
+class ObjectChanged(StrataError):
+    """The object under a key is no longer the version asked for (replaced meanwhile)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One stored object: its key (relative to the store), size and content identity."""
@@ -42,7 +46,12 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes) -> ObjectInfo: ...
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, etag: str | None = None) -> bytes:
+        """The object's bytes; with ``etag``, only while it is still that version (else
+        :class:`ObjectChanged`), so bytes are never recorded under another version's identity."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo: ...
 
     def open(self, key: str) -> IO[bytes]: ...
 
@@ -90,8 +99,28 @@ class S3Store:
             last_modified=datetime.now(UTC),
         )
 
-    def get(self, key: str) -> bytes:
-        return self.open(key).read()
+    def get(self, key: str, etag: str | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": etag} if etag is not None else {}
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._full(key), **condition  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise ObjectChanged(f"{self.url}/{key} is no longer ETag {etag}") from exc
+            raise
+        return response["Body"].read()
+
+    def stat(self, key: str) -> ObjectInfo:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        return ObjectInfo(
+            key=key,
+            size=head["ContentLength"],
+            etag=head["ETag"].strip('"'),
+            last_modified=head["LastModified"],
+        )
 
     def open(self, key: str) -> IO[bytes]:
         return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
@@ -122,13 +151,19 @@ class LocalStore:
                 key = path.relative_to(self.root).as_posix()
                 if not key.startswith(prefix):
                     continue
-                stat = path.stat()
-                yield ObjectInfo(
-                    key=key,
-                    size=stat.st_size,
-                    etag=_md5_file(path),
-                    last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-                )
+                yield self._info(key, path)
+
+    def _info(self, key: str, path: Path) -> ObjectInfo:
+        stat = path.stat()
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=_md5_file(path),
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._info(key, self._path(key))
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         path = self._path(key)
@@ -146,8 +181,11 @@ class LocalStore:
             last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
-    def get(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+    def get(self, key: str, etag: str | None = None) -> bytes:
+        data = self._path(key).read_bytes()
+        if etag is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() != etag:
+            raise ObjectChanged(f"{self.url}/{key} is no longer ETag {etag}")
+        return data
 
     def open(self, key: str) -> IO[bytes]:
         return self._path(key).open("rb")

@@ -40,8 +40,9 @@ from datalake_pipelines.L1_raw_layer.parse import (
 from strata.audit import audited_step
 from strata.concurrency import ordered_map
 from strata.db import connect
+from strata.errors import StrataError
 from strata.faults import checkpoint
-from strata.objectstore import ObjectInfo, ObjectStore, open_store
+from strata.objectstore import ObjectChanged, ObjectInfo, ObjectStore, open_store
 from strata.profiling import Profiler
 from strata.runlog import RunLog
 from strata.settings import Settings
@@ -214,6 +215,24 @@ class _LineParsers:
             self._pool.shutdown(cancel_futures=True)
 
 
+READ_ATTEMPTS = 3
+
+
+def fetch_listed(source: ObjectStore, info: ObjectInfo) -> tuple[ObjectInfo, bytes]:
+    """The listed object's bytes, with the identity they really have: an object replaced
+    since the listing is read as the version now under its key (the ledger must never record
+    one version's bytes under another's ETag)."""
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return info, source.get(info.key, etag=info.etag)
+        except ObjectChanged:
+            info = source.stat(info.key)
+    raise StrataError(
+        f"{source.url}/{info.key} was replaced {READ_ATTEMPTS} times while being read;"
+        " the next run ingests the version that stays"
+    )
+
+
 def _prepare(
     info: ObjectInfo,
     version: int,
@@ -222,9 +241,9 @@ def _prepare(
     fallback: Callable[[bytes], Parsed] | None = None,
 ) -> _Prepared:
     """Fetch, parse and write the lake files of one object version (no database work)."""
+    info, data = fetch_listed(source, info)
     batch_id = batch_id_for(source.url, info.key, info.etag, version)
     ingested_at = datetime.now(UTC)
-    data = source.get(info.key)
     parsed = parse_object(data, fallback)
     note = None
     if not data:
