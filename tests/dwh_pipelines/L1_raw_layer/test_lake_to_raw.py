@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import signal
+import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -101,6 +103,88 @@ def test_every_source_line_is_in_raw_or_quarantine(warehouse: Settings, tmp_path
     assert with_extra == injected["extra_field"]
     assert summary.stages["lake"]["schema_drift_fields"]
     assert summary.stages["raw"]["rows_loaded"] == total_raw
+    _lake_files_match_the_ledger(warehouse)
+    _audit_and_profile_count_the_same(warehouse, summary.run_id, result.events, total_quarantine)
+
+
+def _lake_files_match_the_ledger(settings: Settings) -> None:
+    """Each batch's accepted rows and quarantined lines are parquet files in the lake, under
+    the object's date partition, holding exactly what raw_db and audit.quarantine hold."""
+    lake = open_store(settings.lake_url, settings)
+    with connect(settings, "raw_db") as conn:
+        ledger = conn.execute(
+            "select batch_id, last_modified, lake_key, quarantine_key, rows_accepted,"
+            " rows_quarantined from audit.lake_objects"
+        ).fetchall()
+        quarantined = {}
+        for batch_id, line, reason, raw_line in conn.execute(
+            "select batch_id, line_number, reason, raw_line from audit.quarantine"
+        ):
+            quarantined.setdefault(batch_id, set()).add((line, reason, raw_line))
+    assert any(row[5] for row in ledger)
+    for batch_id, modified, lake_key, quarantine_key, accepted, rejected in ledger:
+        partition = f"ingest_date={modified.astimezone(UTC):%Y-%m-%d}"
+        assert lake_key == (
+            f"raw/door2door/events/{partition}/{batch_id}.parquet" if accepted else None
+        )
+        assert quarantine_key == (
+            f"quarantine/door2door/events/{partition}/{batch_id}.parquet" if rejected else None
+        )
+        if accepted:
+            rows = pq.read_metadata(io.BytesIO(lake.get(lake_key))).num_rows
+            assert rows == accepted
+        if rejected:
+            table = pq.read_table(io.BytesIO(lake.get(quarantine_key)))
+            assert set(table["batch_id"].to_pylist()) == {batch_id}
+            columns = (table[c].to_pylist() for c in ("line_number", "reason", "raw_line"))
+            lines = zip(*columns, strict=True)
+            assert set(lines) == quarantined[batch_id]
+
+
+def _audit_and_profile_count_the_same(
+    settings: Settings, run_id: uuid.UUID, lines: int, rejected: int
+) -> None:
+    """audit.etl_runs and the profile metrics of both hops agree with raw_db's own counts."""
+    with connect(settings, "raw_db") as conn:
+        runs = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "select layer, status, rows_in, rows_out, rows_rejected, load_type,"
+                " previous_watermark, environment, code_version, error,"
+                " ended_at >= started_at, data_min_at, data_max_at"
+                " from audit.etl_runs where run_id = %s",
+                (run_id,),
+            )
+        }
+        metrics = {
+            (layer, column, metric): value if text is None else text
+            for layer, column, metric, value, text in conn.execute(
+                "select layer, column_name, metric, value, value_text from audit.profile_metrics"
+                " where run_id = %s",
+                (run_id,),
+            )
+        }
+        loaded, lat_nulls, first_at, last_at = conn.execute(
+            "select count(*), count(*) - count(location_lat), min(at), max(at) from raw.events"
+        ).fetchone()
+    assert loaded + rejected == lines
+    assert set(runs) == {"lake", "raw"}
+    for layer, rows_in, rows_rejected, watermark in (
+        ("lake", lines, rejected, None),
+        ("raw", loaded, 0, "0 batches applied"),
+    ):
+        status, n_in, n_out, n_rejected, load_type, previous, env, version, error, *rest = runs[
+            layer
+        ]
+        assert (status, n_in, n_out, n_rejected) == ("success", rows_in, loaded, rows_rejected)
+        assert (load_type, previous, env, error) == ("incremental", watermark, "embedded", None)
+        assert version and rest == [True, first_at, last_at]
+        assert metrics[(layer, "*", "rows_in")] == rows_in
+        assert metrics[(layer, "*", "rows_out")] == loaded
+        assert metrics[(layer, "*", "rows_rejected")] == rows_rejected
+        assert metrics[(layer, "location_lat", "null_count")] == lat_nulls > 0
+        assert datetime.fromisoformat(metrics[(layer, "at", "min")]) == first_at
+        assert datetime.fromisoformat(metrics[(layer, "at", "max")]) == last_at
 
 
 def test_second_run_changes_nothing(warehouse: Settings, tmp_path: Path) -> None:
