@@ -23,6 +23,7 @@ from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
 from strata.audit import audited_step, record_batch
 from strata.concurrency import ordered_map
 from strata.db import connect
+from strata.errors import StrataError
 from strata.faults import checkpoint
 from strata.objectstore import open_store
 from strata.profiling import Profiler
@@ -159,7 +160,14 @@ def load(
     def fetch(lake_key: str | None) -> pa.Table | None:
         if lake_key is None:
             return None
-        return pq.read_table(io.BytesIO(lake.get(lake_key)), schema=EVENTS.arrow_schema())
+        data = lake.get(lake_key)
+        try:
+            return pq.read_table(io.BytesIO(data), schema=EVENTS.arrow_schema())
+        except pa.ArrowException as exc:
+            raise StrataError(
+                f"raw load: the lake file {lake.url}/{lake_key} is not readable parquet of"
+                f" the events table ({exc}); once it is restored, the next run loads it"
+            ) from exc
 
     with (
         audited_step(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import signal
 import uuid
 from collections import Counter
@@ -16,9 +17,10 @@ import pytest
 
 from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
 from strata.db import connect
+from strata.errors import StrataError
 from strata.locks import RUN_LOCK_KEY
 from strata.objectstore import open_store
-from strata.pipeline import run
+from strata.pipeline import run, run_stage
 from strata.settings import Settings
 from tests.support import isolated, make_settings, processes_mentioning, reset_databases, run_cli
 
@@ -486,3 +488,42 @@ def test_a_killed_run_leaves_no_parser_process(warehouse: Settings, tmp_path: Pa
     )
     assert killed.returncode == -signal.SIGKILL
     assert processes_mentioning("multiprocessing.spawn") == []
+
+
+def test_an_unreadable_lake_file_fails_the_load_by_name_then_loads_once_restored(
+    warehouse: Settings, tmp_path: Path
+) -> None:
+    simulate(
+        SimulationConfig(vehicles=2, minutes=3, seed=5),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    )
+    lake_run = run_stage(warehouse, "lake")
+    with connect(warehouse, "raw_db") as conn:
+        lake_key, expected = conn.execute(
+            "select lake_key, rows_accepted from audit.lake_objects order by source_key limit 1"
+        ).fetchone()
+        ingested = conn.execute("select sum(rows_accepted) from audit.lake_objects").fetchone()[0]
+    lake = open_store(warehouse.lake_url, warehouse)
+    original = lake.get(lake_key)
+    lake.put(lake_key, b"not parquet")
+    with pytest.raises(StrataError, match=re.escape(lake_key)):
+        run_stage(warehouse, "raw")
+    with connect(warehouse, "raw_db") as conn:
+        status, error = conn.execute(
+            "select status, error from audit.etl_runs where layer = 'raw'"
+        ).fetchone()
+        loaded = conn.execute("select count(*) from raw.events").fetchone()[0]
+    assert status == "failed" and lake_key in error
+    assert loaded < ingested  # the group holding the bad file committed nothing
+    lake.put(lake_key, original)
+    raw_run = run_stage(warehouse, "raw")
+    with connect(warehouse, "raw_db") as conn:
+        per_batch = conn.execute(
+            "select count(*) from raw.events e join audit.lake_objects o using (batch_id)"
+            " where o.lake_key = %s",
+            (lake_key,),
+        ).fetchone()[0]
+        loaded = conn.execute("select count(*) from raw.events").fetchone()[0]
+    assert per_batch == expected and loaded == ingested
+    assert raw_run["rows_loaded"] == ingested and lake_run["objects_ingested"] > 1
