@@ -113,5 +113,8 @@ def connect(
             **extra,
         )
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # every line: libpq puts the cause (e.g. "password authentication failed") before a
+        # trailing note such as where the password came from
+        reason = "; ".join(x.strip() for x in str(exc).splitlines() if x.strip())
+        reason = reason or type(exc).__name__
         raise StrataError(f"cannot connect to {db} at {t.url}: {reason}") from exc

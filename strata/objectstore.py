@@ -42,6 +42,11 @@ class ObjectInfo:
 class ObjectStore(Protocol):
     url: str
 
+    def exists(self) -> bool:
+        """The location itself (bucket or folder) exists: an empty one is not an error, a
+        missing one (a typo in its URL) is."""
+        ...
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
     def put(self, key: str, data: bytes) -> ObjectInfo: ...
@@ -77,6 +82,17 @@ class S3Store:
     def _full(self, key: str) -> str:
         key = _clean_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def exists(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+        return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
@@ -138,6 +154,9 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*_clean_key(key).split("/"))
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.exists():

@@ -140,6 +140,11 @@ def pending_objects(
     settings: Settings, source: ObjectStore
 ) -> tuple[list[tuple[ObjectInfo, int]], list[str], int]:
     """(new object versions with their version number, ignored keys, objects seen)."""
+    if not source.exists():
+        raise StrataError(
+            f"the source location {source.url} does not exist (bucket or folder; set by"
+            " STRATA_SOURCE_URL)"
+        )
     with connect(settings, "raw_db") as conn:
         latest = {
             key: (etag, version)

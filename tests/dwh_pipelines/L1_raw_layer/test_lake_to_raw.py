@@ -429,6 +429,24 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert "cannot connect to raw_db" in failed.stderr and "Traceback" not in failed.stderr
 
 
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_a_missing_source_location_is_one_clear_line(
+    warehouse: Settings, tmp_path: Path, where: str
+) -> None:
+    # an empty location is fine (nothing new); a missing one is a typo, not "nothing new"
+    source = str(tmp_path / "no-such-folder") if where == "folder" else "s3://no-such-bucket/x"
+    env = {**_env(warehouse), "STRATA_SOURCE_URL": source}
+    failed = run_cli("run", home=warehouse.home, env=env, check=False)
+    assert failed.returncode == 1
+    assert f"the source location {source} does not exist" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run_cli(
+        "run", home=warehouse.home, env={**env, "STRATA_SOURCE_URL": str(tmp_path / "empty")}
+    )
+    assert empty.returncode == 0
+
+
 def test_load_seq_marks_what_each_run_added(warehouse: Settings, tmp_path: Path) -> None:
     source = open_store(warehouse.source_url, warehouse)
     result = simulate(SimulationConfig(vehicles=3, minutes=6, seed=12), source, tmp_path)
