@@ -89,9 +89,10 @@ class S3Store:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchBucket", "NotFound"):
                 return False
-            raise
+            raise StrataError(f"cannot read the bucket of {self.url}: {code} ({exc})") from exc
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
