@@ -124,6 +124,9 @@ class Input:
     where: str | None = None  # an extra filter on the upstream rows
     keys_from: str | None = None  # keyed input: SQL on this database giving the key values…
     key_column: str | None = None  # …matched against this upstream column (no watermark)
+    # (name, type, SQL expression over the upstream columns): evaluated by the UPSTREAM server
+    # while it streams the rows, so that work runs on its core beside this database's COPY
+    computed: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,9 @@ def _load_layer(folder: Path, upstream: Upstream) -> Layer:
                 where=i.get("where"),
                 keys_from=i.get("keys_from"),
                 key_column=i.get("key_column"),
+                computed=tuple(
+                    (name, c["type"], c["sql"]) for name, c in (i.get("computed") or {}).items()
+                ),
             )
             for i in raw.get("inputs", ())
         )
@@ -237,6 +243,9 @@ def _load_layer(folder: Path, upstream: Upstream) -> Layer:
         unknown = set(i.columns) - set(upstream.tables[source].column_names)
         if unknown:
             raise ConfigError(f"{path}: input {i.name} names unknown columns {sorted(unknown)}")
+        clash = {name for name, _, _ in i.computed} & set(upstream.tables[source].column_names)
+        if clash:
+            raise ConfigError(f"{path}: input {i.name} computes upstream columns {sorted(clash)}")
         if bool(i.keys_from) != bool(i.key_column):
             raise ConfigError(f"{path}: input {i.name} needs both keys_from and key_column")
     for name, spec in specs.items():
@@ -275,7 +284,15 @@ def _input_spec(layer: Layer, item: Input) -> TableSpec:
 
 
 def _input_columns(layer: Layer, item: Input) -> list[str]:
+    """The upstream columns an input copies (its computed columns come after them)."""
     return list(item.columns) or _input_spec(layer, item).column_names
+
+
+def _input_ddl(layer: Layer, item: Input) -> list[tuple[str, str]]:
+    """(column, type) of ``dev.<input>``, in COPY order."""
+    columns = _input_columns(layer, item)
+    found = [(c.name, c.pg_type) for c in _input_spec(layer, item).columns if c.name in columns]
+    return found + [(name, pg_type) for name, pg_type, _ in item.computed]
 
 
 # ---------------------------------------------------------------- DDL
@@ -299,16 +316,22 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer) -> None:
     conn.execute(WAREHOUSE_DDL)
     conn.execute(FUNCTIONS_SQL)
     for item in layer.inputs:
-        spec = _input_spec(layer, item)
-        columns = _input_columns(layer, item)
-        parts = [
-            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
-            for c in spec.columns
-            if c.name in columns
-        ]
+        ddl = _input_ddl(layer, item)
+        (existing,) = conn.execute(
+            "select array_agg(attname::text order by attnum) from pg_attribute"
+            " where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
+            (f"dev.{item.name}",),
+        ).fetchone()
+        if existing is not None and existing != [name for name, _ in ddl]:
+            # a working table refilled every run: a changed declaration simply replaces it
+            conn.execute(sql.SQL("drop table {}").format(_ident("dev", item.name)))
         conn.execute(
             sql.SQL("create unlogged table if not exists {} ({})").format(
-                _ident("dev", item.name), sql.SQL(", ").join(parts)
+                _ident("dev", item.name),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(pg_type))  # type: ignore[arg-type]
+                    for name, pg_type in ddl
+                ),
             )
         )
     seq_column = ((SEQ, "bigint not null"),)
@@ -561,10 +584,23 @@ def _transfer(
                 params.append(rejected)
         if item.where:
             where = sql.SQL("{} and ({})").format(where, sql.SQL(item.where))
-        query = sql.SQL("select {} from {} where {}").format(_cols(columns), source, where)
+        selected = [sql.Identifier(c) for c in columns] + [
+            sql.SQL("({})::{} as {}").format(sql.SQL(expr), sql.SQL(pg_type), sql.Identifier(name))  # type: ignore[arg-type]
+            for name, pg_type, expr in item.computed
+        ]
+        query = sql.SQL("select {} from {} where {}").format(
+            sql.SQL(", ").join(selected), source, where
+        )
         # truncated above in this same transaction: the rows can be written frozen
         counts[item.name] = copy_between(
-            up, query, conn, "dev", item.name, columns, params, freeze=True
+            up,
+            query,
+            conn,
+            "dev",
+            item.name,
+            columns + [name for name, _, _ in item.computed],
+            params,
+            freeze=True,
         )
         conn.execute(sql.SQL("analyze {}").format(_ident("dev", item.name)))
         clock.lap(f"transfer.{item.name}")
@@ -589,6 +625,14 @@ def _build(
         target = _ident("dev", spec.name)
         conn.execute(sql.SQL("truncate {}").format(target))
         text = _sql_for_run(layer.transform(spec), full_refresh)
+        restore = []
+        try:
+            for name, value in spec.build_settings:
+                (before,) = conn.execute("select current_setting(%s)", (name,)).fetchone()
+                conn.execute("select set_config(%s, %s, true)", (name, value))
+                restore.append((name, before))
+        except psycopg.Error as exc:
+            raise StrataError(f"{spec.path}: build_settings: {str(exc).strip()}") from exc
         try:
             cur = conn.execute(
                 sql.SQL("insert into {} ({}) {}").format(
@@ -600,6 +644,8 @@ def _build(
                 f"{layer.name}: building {spec.name} failed ({layer.folder / spec.name}"
                 f"/transform.sql): {str(exc).strip()}"
             ) from exc
+        for name, before in restore:
+            conn.execute("select set_config(%s, %s, true)", (name, before))
         built[spec.name] = cur.rowcount
         conn.execute(sql.SQL("analyze {}").format(target))
         clock.lap(f"build.{spec.name}")

@@ -9,6 +9,7 @@ per-database ``STRATA_<DB>_DSN``; a password missing from the DSN comes from
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psycopg
@@ -18,6 +19,16 @@ from strata.errors import ConfigError, StrataError
 from strata.settings import DATABASES, Settings
 
 MAINTENANCE_DB = "postgres"
+# Appended to the server options of every Strata session, after the DSN's ``options`` (or
+# PGOPTIONS), which are kept; the later setting wins. UTC: text forms of timestamps (content
+# hashes, surrogate keys) never depend on the server's or the client's time zone.
+SESSION_OPTIONS = "-c TimeZone=UTC"
+
+
+def session_options(params: dict[str, str]) -> str:
+    """The DSN's own ``options`` (else PGOPTIONS), then :data:`SESSION_OPTIONS`."""
+    own = params.get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{own} {SESSION_OPTIONS}".strip()
 
 
 @dataclass(frozen=True)
@@ -103,13 +114,11 @@ def connect(
     t = target(settings, db, admin=admin)
     extra = {"password": t.password} if t.password is not None else {}
     try:
-        # UTC sessions: text forms of timestamps (content hashes, surrogate keys) never depend
-        # on the server's or the client's time zone
         return psycopg.connect(
             t.conninfo,
             autocommit=autocommit,
             application_name="strata",
-            options="-c TimeZone=UTC",
+            options=session_options(t.params),
             **extra,
         )
     except psycopg.OperationalError as exc:

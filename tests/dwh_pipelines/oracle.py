@@ -71,6 +71,11 @@ def _valid_events(lines: Iterable[bytes]) -> Iterable[dict]:
         yield event
 
 
+def distinct_valid_events(lines: Iterable[bytes]) -> int:
+    """How many distinct events the source contract lets through (exact duplicates once)."""
+    return sum(1 for _ in _valid_events(lines))
+
+
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     phi1, phi2 = math.radians(lat1), math.radians(lat2)
     dphi, dlmb = phi2 - phi1, math.radians(lng2) - math.radians(lng1)

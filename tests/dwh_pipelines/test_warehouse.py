@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from dwh_pipelines.warehouse import GateFailed
+from dwh_pipelines.warehouse import GateFailed, _load_layer, layer_named, run_layer
 from strata.db import connect
+from strata.errors import ConfigError, StrataError
 from strata.pipeline import run
+from strata.runlog import RunLog
 from strata.settings import Settings
 from tests.dwh_pipelines.fleets import (
     LAYER_DBS,
@@ -31,7 +33,11 @@ from tests.dwh_pipelines.fleets import (
     source_lines,
     warehouse_settings,
 )
-from tests.dwh_pipelines.oracle import average_distance_per_period, pairs_touched
+from tests.dwh_pipelines.oracle import (
+    average_distance_per_period,
+    distinct_valid_events,
+    pairs_touched,
+)
 from tests.support import reset_databases, run_cli
 
 
@@ -79,6 +85,22 @@ def test_answer_equals_an_independent_computation(
         manifest = json.loads(next(manifests.glob("*.json")).read_text())
         kinds = {kind for kind, count in manifest["counts"].items() if count}
         assert {"duplicate_event", "late_event", "late_file"} <= kinds
+    # staging keeps each distinct event once and accounts for every other raw row as removed
+    with connect(settings, "raw_db") as conn:
+        (raw_rows,) = conn.execute("select count(*) from raw.events").fetchone()
+    with connect(settings, "staging_db") as conn:
+        (kept,) = conn.execute("select count(*) from prod.stg_events").fetchone()
+        (removed,) = conn.execute(
+            "select sum(rows_rejected) from audit.etl_runs"
+            " where layer = 'staging' and status = 'success'"
+        ).fetchone()
+        checks = dict(
+            conn.execute("select check_name, status from audit.dq_results where layer = 'staging'")
+        )
+    assert kept == distinct_valid_events(lines)
+    assert kept + removed == raw_rows
+    assert (removed > 0) == FLEETS[fleet]["defects"]
+    assert checks["removed_only_duplicates"] == checks["reconcile_rows"] == "pass"
     # deleted periods are left out of the answer, not lost
     with connect(settings, "dwh_db") as conn:
         (deleted,) = conn.execute(
@@ -333,3 +355,33 @@ def test_declarations_become_constraints_checks_and_status(empty: Settings, tmp_
     assert dwh["tables"]["prod"]["fct_vehicle_location_updates"] > 0
     assert dwh["checks"]["fail"] == 0 and dwh["checks"]["pass"] >= 30
     assert status["layers"]["staging"]["batches"] == status["layers"]["raw"]["batches"]
+
+
+def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -> None:
+    settings = loaded(empty, tmp_path / "source", organizations=1, vehicles=2, minutes=5, seed=4)
+    staging = layer_named("staging")
+    folder = tmp_path / "L2_staging_layer"
+    shutil.copytree(staging.folder, folder)
+    # a computed input column may not shadow an upstream column
+    layer_yaml = folder / "layer.yaml"
+    original = layer_yaml.read_text()
+    layer_yaml.write_text(original.replace("      event_key:", "      entity_id:"))
+    with pytest.raises(ConfigError, match=r"layer\.yaml: input in_events computes upstream"):
+        _load_layer(folder, staging.upstream)
+    layer_yaml.write_text(original)
+    # a build setting PostgreSQL does not know fails the run naming the declaration
+    table_yaml = folder / "stg_events" / "table.yaml"
+    table_yaml.write_text(table_yaml.read_text() + "build_settings: {no_such_setting: 1}\n")
+    broken = _load_layer(folder, staging.upstream)
+    before = checksums(settings)
+    with (
+        RunLog(settings, uuid.uuid4()) as log,
+        pytest.raises(
+            StrataError, match=r"stg_events/table\.yaml: build_settings: .*no_such_setting"
+        ),
+    ):
+        run_layer(settings, broken, uuid.uuid4(), log, full_refresh=True)
+    # prod was not touched, and the declared layers still run
+    assert checksums(settings) == before
+    run(settings, full_refresh=True)
+    assert checksums(settings) == before

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from strata.bootstrap import SCHEMAS, bootstrap
-from strata.db import connect, target
+from strata.db import connect, session_options, target
 from strata.objectstore import S3Store, open_store, s3_client
 from strata.services import down, status, up
 from strata.services.postgres import ADMIN_USER, PIPELINE_USER, EmbeddedPostgres
@@ -167,6 +167,19 @@ def test_tcp_login_needs_the_right_password(services) -> None:  # type: ignore[n
     # the server listens on TCP loopback only; the DSN we print carries no secret
     assert "password" not in target(services, "raw_db").url
     assert right not in json.dumps(status(services))
+
+
+def test_sessions_keep_the_users_options_and_add_strata_s(services, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # PGOPTIONS (or a DSN's options) is kept; Strata's UTC setting comes after it
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=77MB -c TimeZone=Asia/Tokyo")
+    with connect(services, "raw_db") as conn:
+        shown = [conn.execute(f"show {name}").fetchone()[0] for name in ("work_mem", "TimeZone")]
+    assert shown == ["77MB", "UTC"]
+    params = {"options": "-c statement_timeout=5s"}
+    assert session_options(params).startswith("-c statement_timeout=5s ")
+    monkeypatch.delenv("PGOPTIONS")
+    with connect(services, "raw_db") as conn:
+        assert conn.execute("show work_mem").fetchone()[0] != "77MB"
 
 
 def test_generated_secrets_are_private(services) -> None:  # type: ignore[no-untyped-def]

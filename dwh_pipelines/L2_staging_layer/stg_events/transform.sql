@@ -5,11 +5,11 @@
 -- duplicate of a published event changes nothing.
 with copies as (
     select event_key, batch_id, source_key, line_number, false as is_published
-    from dev.stg_events_keyed
+    from dev.in_events
     union all
     select p.event_key, p.batch_id, p.source_key, p.line_number, true
     from prod.stg_events as p
-    where p.event_key in (select event_key from dev.stg_events_keyed)
+    where p.event_key in (select event_key from dev.in_events)
 ),
 first_copy as (
     select distinct on (event_key) event_key, batch_id, line_number, is_published
