@@ -625,14 +625,6 @@ def _build(
         target = _ident("dev", spec.name)
         conn.execute(sql.SQL("truncate {}").format(target))
         text = _sql_for_run(layer.transform(spec), full_refresh)
-        restore = []
-        try:
-            for name, value in spec.build_settings:
-                (before,) = conn.execute("select current_setting(%s)", (name,)).fetchone()
-                conn.execute("select set_config(%s, %s, true)", (name, value))
-                restore.append((name, before))
-        except psycopg.Error as exc:
-            raise StrataError(f"{spec.path}: build_settings: {str(exc).strip()}") from exc
         try:
             cur = conn.execute(
                 sql.SQL("insert into {} ({}) {}").format(
@@ -644,8 +636,6 @@ def _build(
                 f"{layer.name}: building {spec.name} failed ({layer.folder / spec.name}"
                 f"/transform.sql): {str(exc).strip()}"
             ) from exc
-        for name, before in restore:
-            conn.execute("select set_config(%s, %s, true)", (name, before))
         built[spec.name] = cur.rowcount
         conn.execute(sql.SQL("analyze {}").format(target))
         clock.lap(f"build.{spec.name}")

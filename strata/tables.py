@@ -84,9 +84,6 @@ class TableSpec:
     prune: str | None = None  # rows meeting this condition are removed from prod on promotion
     indexes: tuple[tuple[str, ...], ...] = ()
     checks: tuple[Check, ...] = ()
-    # PostgreSQL settings for this table's build statement only (e.g. a join method the
-    # planner misjudges on this data); restored right after it
-    build_settings: tuple[tuple[str, str], ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -205,10 +202,6 @@ def load_table(path: Path) -> TableSpec:
             prune=raw.get("prune"),
             indexes=tuple(tuple(i) for i in raw.get("indexes", ())),
             checks=checks,
-            build_settings=tuple(
-                (str(k), str(v).lower() if isinstance(v, bool) else str(v))
-                for k, v in (raw.get("build_settings") or {}).items()
-            ),
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
     except (KeyError, TypeError) as exc:
@@ -239,5 +232,4 @@ def load_table(path: Path) -> TableSpec:
 _KNOWN = {
     "name", "description", "grain", "keys", "columns", "write_mode",
     "timestamp_columns", "distinct_keys", "merge_on", "prune", "indexes", "checks",
-    "build_settings",
 }  # fmt: skip

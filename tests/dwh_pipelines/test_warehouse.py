@@ -369,16 +369,14 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"layer\.yaml: input in_events computes upstream"):
         _load_layer(folder, staging.upstream)
     layer_yaml.write_text(original)
-    # a build setting PostgreSQL does not know fails the run naming the declaration
-    table_yaml = folder / "stg_events" / "table.yaml"
-    table_yaml.write_text(table_yaml.read_text() + "build_settings: {no_such_setting: 1}\n")
+    # a transform PostgreSQL refuses fails the run naming its file
+    transform = folder / "stg_events_removed" / "transform.sql"
+    transform.write_text("select no_such_column from dev.in_events")
     broken = _load_layer(folder, staging.upstream)
     before = checksums(settings)
     with (
         RunLog(settings, uuid.uuid4()) as log,
-        pytest.raises(
-            StrataError, match=r"stg_events/table\.yaml: build_settings: .*no_such_setting"
-        ),
+        pytest.raises(StrataError, match=r"stg_events_removed/transform\.sql\): .*no_such_column"),
     ):
         run_layer(settings, broken, uuid.uuid4(), log, full_refresh=True)
     # prod was not touched, and the declared layers still run
