@@ -591,17 +591,23 @@ def _transfer(
         query = sql.SQL("select {} from {} where {}").format(
             sql.SQL(", ").join(selected), source, where
         )
-        # truncated above in this same transaction: the rows can be written frozen
-        counts[item.name] = copy_between(
-            up,
-            query,
-            conn,
-            "dev",
-            item.name,
-            columns + [name for name, _, _ in item.computed],
-            params,
-            freeze=True,
-        )
+        try:
+            # truncated above in this same transaction: the rows can be written frozen
+            counts[item.name] = copy_between(
+                up,
+                query,
+                conn,
+                "dev",
+                item.name,
+                columns + [name for name, _, _ in item.computed],
+                params,
+                freeze=True,
+            )
+        except psycopg.Error as exc:
+            raise StrataError(
+                f"{layer.name}: streaming input {item.name} from {layer.upstream.database}"
+                f" failed ({layer.folder / 'layer.yaml'}): {str(exc).strip()}"
+            ) from exc
         conn.execute(sql.SQL("analyze {}").format(_ident("dev", item.name)))
         clock.lap(f"transfer.{item.name}")
     up.commit()

@@ -368,12 +368,21 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     layer_yaml.write_text(original.replace("      event_key:", "      entity_id:"))
     with pytest.raises(ConfigError, match=r"layer\.yaml: input in_events computes upstream"):
         _load_layer(folder, staging.upstream)
+    # a computed column the upstream server refuses fails the run naming the declaration
+    layer_yaml.write_text(original.replace("md5(row(", "md5(no_such_function("))
+    before = checksums(settings)
+    with (
+        RunLog(settings, uuid.uuid4()) as log,
+        pytest.raises(StrataError, match=r"in_events from raw_db failed \(.*layer\.yaml\): "),
+    ):
+        run_layer(
+            settings, _load_layer(folder, staging.upstream), uuid.uuid4(), log, full_refresh=True
+        )
     layer_yaml.write_text(original)
     # a transform PostgreSQL refuses fails the run naming its file
     transform = folder / "stg_events_removed" / "transform.sql"
     transform.write_text("select no_such_column from dev.in_events")
     broken = _load_layer(folder, staging.upstream)
-    before = checksums(settings)
     with (
         RunLog(settings, uuid.uuid4()) as log,
         pytest.raises(StrataError, match=r"stg_events_removed/transform\.sql\): .*no_such_column"),
