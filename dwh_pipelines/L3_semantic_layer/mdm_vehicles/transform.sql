@@ -19,11 +19,18 @@ lifecycle as (
     where event_name in ('register', 'deregister')
     group by entity_id
 ),
-first_event as (
-    select distinct on (entity_id) entity_id as vehicle_id, organization_id
+first_at as (  -- hashed: a sort of every vehicle event cost twice as much
+    select entity_id, min(event_at) as event_at
     from dev.in_events
     where entity_type = 'vehicle'
-    order by entity_id, event_at, event_key
+    group by entity_id
+),
+first_event as (
+    select distinct on (e.entity_id) e.entity_id as vehicle_id, e.organization_id
+    from dev.in_events as e
+    join first_at as f using (entity_id, event_at)
+    where e.entity_type = 'vehicle'
+    order by e.entity_id, e.event_key
 )
 select t.vehicle_id,
        coalesce(l.registered_organization_id, p.organization_id, f.organization_id)
