@@ -11,7 +11,9 @@ For every run:
    and ``dev.next_*``) fills ``dev.<table>`` with the rows that change: the candidate;
 3. **gate** — every check (derived from the declarations, plus the declared ones) runs on the
    candidate; results go to ``audit.dq_results``; one failing ``fail`` check stops the run with
-   its name and count, and prod is not touched;
+   its name and count, and prod is not touched. Each candidate is committed as soon as it is
+   built, and a table's checks start on a second connection once every candidate they read
+   is built, beside the next builds;
 4. **publish** — in ONE transaction: per table, prod rows matching the candidate on
    ``merge_on`` are replaced by the candidate's rows (stamped with the publish sequence
    ``_seq``), and the upstream batches are recorded in ``audit.batches``.
@@ -31,7 +33,8 @@ import graphlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -264,14 +267,18 @@ def _load_layer(folder: Path, upstream: Upstream) -> Layer:
     )
 
 
+def _candidates_read(text: str, tables: Iterable[str]) -> set[str]:
+    """Which of ``tables`` the SQL reads as ``dev.<t>`` or ``dev.next_<t>``."""
+    return set(re.findall(r"\bdev\.(?:next_)?(\w+)", text)) & set(tables)
+
+
 def _dependency_order(folder: Path, specs: dict[str, TableSpec]) -> tuple[TableSpec, ...]:
     """Dependencies are read from the SQL: a transform naming ``dev.<t>`` or ``dev.next_<t>``
     of another table in the layer runs after it."""
     graph: dict[str, set[str]] = {}
     for name in specs:
         text = (folder / name / "transform.sql").read_text(encoding="utf-8")
-        used = set(re.findall(r"\bdev\.(?:next_)?(\w+)", text))
-        graph[name] = {other for other in used if other in specs and other != name}
+        graph[name] = _candidates_read(text, specs) - {name}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
@@ -624,8 +631,14 @@ def _sql_for_run(text: str, full_refresh: bool) -> str:
 
 
 def _build(
-    conn: psycopg.Connection, layer: Layer, full_refresh: bool, clock: Clock
+    conn: psycopg.Connection,
+    layer: Layer,
+    full_refresh: bool,
+    clock: Clock,
+    on_built: Callable[[str], None] = lambda name: None,
 ) -> dict[str, int]:
+    """Each candidate in dependency order, committed one by one (dev is rebuilt from scratch
+    by any rerun) so that its checks can start on another connection while the next builds."""
     built: dict[str, int] = {}
     for spec in layer.tables:
         target = _ident("dev", spec.name)
@@ -644,22 +657,74 @@ def _build(
             ) from exc
         built[spec.name] = cur.rowcount
         conn.execute(sql.SQL("analyze {}").format(target))
+        conn.commit()
         clock.lap(f"build.{spec.name}")
+        on_built(spec.name)
     return built
 
 
-def _gate(
-    conn: psycopg.Connection, layer: Layer, full_refresh: bool, run_id: uuid.UUID, clock: Clock
-) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    for spec in layer.tables:
-        checks = [*derived_checks(spec), *spec.checks]
-        results += _run_row_checks(conn, spec, [c for c in checks if c.condition])
+def _checks_of(spec: TableSpec) -> list[Check]:
+    return [*derived_checks(spec), *spec.checks]
+
+
+class _Gate:
+    """A table's checks run on a second connection as soon as every candidate they read is
+    built: beside the next builds, which use one core (an ``INSERT … SELECT`` never runs in
+    parallel). Results come back in declaration order, whatever order they finished in."""
+
+    def __init__(self, settings: Settings, layer: Layer, full_refresh: bool) -> None:
+        self.layer = layer
+        self.full_refresh = full_refresh
+        names = [t.name for t in layer.tables]
+        self.reads = {
+            spec.name: {spec.name}
+            | _candidates_read(" ".join(c.sql for c in _checks_of(spec)), names)
+            for spec in layer.tables
+        }
+        self.built: set[str] = set()
+        self.futures: dict[str, Future[tuple[list[CheckResult], float]]] = {}
+        self.conn = connect(settings, layer.database)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{layer.name}-gate")
+
+    def __enter__(self) -> _Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.conn.close()
+
+    def candidate_built(self, name: str) -> None:
+        self.built.add(name)
+        for spec in self.layer.tables:
+            if spec.name not in self.futures and self.reads[spec.name] <= self.built:
+                self.futures[spec.name] = self.pool.submit(self._check, spec)
+
+    def _check(self, spec: TableSpec) -> tuple[list[CheckResult], float]:
+        began = time.monotonic()
+        checks = _checks_of(spec)
+        results = _run_row_checks(self.conn, spec, [c for c in checks if c.condition])
         for check in checks:
             if not check.condition:
-                text = _sql_for_run(check.sql, full_refresh)
-                results.append(_run_check(conn, spec, check, text))
-        clock.lap(f"checks.{spec.name}")
+                text = _sql_for_run(check.sql, self.full_refresh)
+                results.append(_run_check(self.conn, spec, check, text))
+        self.conn.commit()
+        return results, time.monotonic() - began
+
+    def results(self, clock: Clock) -> list[CheckResult]:
+        found: list[CheckResult] = []
+        seconds: dict[str, float] = {}
+        for spec in self.layer.tables:
+            results, took = self.futures[spec.name].result()
+            found += results
+            seconds[f"checks.{spec.name}"] = round(took, 3)
+        clock.lap("checks.wait")  # what the checks added after the last build
+        clock.seconds.update(seconds)  # their own durations, beside the builds
+        return found
+
+
+def _record_checks(
+    conn: psycopg.Connection, layer: Layer, run_id: uuid.UUID, results: list[CheckResult]
+) -> None:
     with conn.cursor() as cur:
         cur.executemany(
             "insert into audit.dq_results (run_id, layer, table_name, check_name, severity,"
@@ -682,7 +747,6 @@ def _gate(
                 for r in results
             ],
         )
-    return results
 
 
 BULK_MIN_ROWS = 50_000
@@ -913,13 +977,15 @@ def run_layer(
         result.rows_in = sum(inputs.values())
         log.event(f"{prefix}.transfer", rows=inputs, watermark=[low, high])
         checkpoint(f"{prefix}.transfer")
-        # 2. build
+        # 2. build, and 3. the gate's checks beside it
         _next_views(conn, layer, _published(full_refresh))
-        result.rows_out = _build(conn, layer, full_refresh, clock)
-        log.event(f"{prefix}.build", rows=result.rows_out)
-        checkpoint(f"{prefix}.build")
-        # 3. gate
-        result.checks = _gate(conn, layer, full_refresh, run_id, clock)
+        conn.commit()  # the inputs and views, for the gate's connection
+        with _Gate(settings, layer, full_refresh) as gate:
+            result.rows_out = _build(conn, layer, full_refresh, clock, gate.candidate_built)
+            log.event(f"{prefix}.build", rows=result.rows_out)
+            checkpoint(f"{prefix}.build")
+            result.checks = gate.results(clock)
+        _record_checks(conn, layer, run_id, result.checks)
         conn.commit()  # the candidate and the check results stay for inspection
         failed = [r for r in result.checks if r.status == "fail"]
         warned = [r for r in result.checks if r.status == "warn"]
