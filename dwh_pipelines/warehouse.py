@@ -30,6 +30,7 @@ publish transaction.
 from __future__ import annotations
 
 import graphlib
+import heapq
 import re
 import time
 import uuid
@@ -274,15 +275,50 @@ def _candidates_read(text: str, tables: Iterable[str]) -> set[str]:
 
 def _dependency_order(folder: Path, specs: dict[str, TableSpec]) -> tuple[TableSpec, ...]:
     """Dependencies are read from the SQL: a transform naming ``dev.<t>`` or ``dev.next_<t>``
-    of another table in the layer runs after it."""
-    graph: dict[str, set[str]] = {}
+    of another table in the layer runs after it. Where that leaves the order free, a table
+    also comes after the candidates its checks read (so they can start as soon as it is built,
+    beside the next builds), tables that others wait for come first, and then the ones they
+    release (so the last build is not the one with heavy checks left to run alone)."""
+    needs: dict[str, set[str]] = {}
     for name in specs:
         text = (folder / name / "transform.sql").read_text(encoding="utf-8")
-        graph[name] = _candidates_read(text, specs) - {name}
+        needs[name] = _candidates_read(text, specs) - {name}
     try:
-        order = list(graphlib.TopologicalSorter(graph).static_order())
+        tuple(graphlib.TopologicalSorter(needs).static_order())
     except graphlib.CycleError as exc:
         raise ConfigError(f"{folder}: tables depend on each other in a cycle: {exc}") from exc
+    wanted = {
+        name: needs[name]
+        | (_candidates_read(" ".join(c.sql for c in _checks_of(spec)), specs) - {name})
+        for name, spec in specs.items()
+    }
+    try:
+        tuple(graphlib.TopologicalSorter(wanted).static_order())
+    except graphlib.CycleError:
+        wanted = needs  # checks reading each other's tables: the transforms decide alone
+    waiting: dict[str, set[str]] = {name: set() for name in specs}  # who waits for a table
+    for name, before in wanted.items():
+        for other in before:
+            waiting[other].add(name)
+
+    def dependents(name: str, seen: set[str]) -> set[str]:
+        for other in waiting[name] - seen:
+            seen.add(other)
+            dependents(other, seen)
+        return seen
+
+    weight = {name: len(dependents(name, set())) for name in specs}
+    left = {name: set(before) for name, before in wanted.items()}
+    ready = [(-weight[n], 0, n) for n in specs if not left[n]]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, _, name = heapq.heappop(ready)
+        order.append(name)
+        for other in sorted(waiting[name]):
+            left[other].discard(name)
+            if not left[other]:
+                heapq.heappush(ready, (-weight[other], -len(order), other))
     return tuple(specs[name] for name in order)
 
 
