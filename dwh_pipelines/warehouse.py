@@ -738,11 +738,15 @@ class _Gate:
     def _check(self, spec: TableSpec) -> tuple[list[CheckResult], float]:
         began = time.monotonic()
         checks = _checks_of(spec)
-        results = _run_row_checks(self.conn, spec, [c for c in checks if c.condition])
-        for check in checks:
-            if not check.condition:
-                text = _sql_for_run(check.sql, self.full_refresh)
-                results.append(_run_check(self.conn, spec, check, text))
+        try:
+            results = _run_row_checks(self.conn, spec, [c for c in checks if c.condition])
+            for check in checks:
+                if not check.condition:
+                    text = _sql_for_run(check.sql, self.full_refresh)
+                    results.append(_run_check(self.conn, spec, check, text))
+        except Exception:
+            self.conn.rollback()  # the next table's checks start clean; this error is raised
+            raise
         self.conn.commit()
         return results, time.monotonic() - began
 

@@ -379,6 +379,24 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
             settings, _load_layer(folder, staging.upstream), uuid.uuid4(), log, full_refresh=True
         )
     layer_yaml.write_text(original)
+    # a declared check PostgreSQL refuses fails the run naming its declaration
+    table_yaml = folder / "stg_events_removed" / "table.yaml"
+    declared = table_yaml.read_text()
+    table_yaml.write_text(
+        declared
+        + "  - {name: broken, severity: fail, sql: select nothing_here from dev.in_events}\n"
+    )
+    with (
+        RunLog(settings, uuid.uuid4()) as log,
+        pytest.raises(
+            StrataError,
+            match=r"check stg_events_removed\.broken \(.*table\.yaml\) is not valid SQL: .*nothing_here",
+        ),
+    ):
+        run_layer(
+            settings, _load_layer(folder, staging.upstream), uuid.uuid4(), log, full_refresh=True
+        )
+    table_yaml.write_text(declared)
     # a transform PostgreSQL refuses fails the run naming its file
     transform = folder / "stg_events_removed" / "transform.sql"
     transform.write_text("select no_such_column from dev.in_events")
