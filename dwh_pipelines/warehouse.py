@@ -354,20 +354,114 @@ def _cols(names: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
-def ensure_layer(conn: psycopg.Connection, layer: Layer) -> None:
-    """Dev and prod tables, their indexes and views, the audit additions. Idempotent."""
+def _table_columns(conn: psycopg.Connection, qualified: str) -> dict[str, tuple[str, bool]]:
+    """name → (type as the catalog spells it, not null) of a table; empty when it is missing."""
+    rows = conn.execute(
+        "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull"
+        " from pg_attribute as a where a.attrelid = to_regclass(%s) and a.attnum > 0"
+        " and not a.attisdropped order by a.attnum",
+        (qualified,),
+    ).fetchall()
+    return {name: (pg_type, not_null) for name, pg_type, not_null in rows}
+
+
+def _primary_key(conn: psycopg.Connection, qualified: str) -> list[str]:
+    rows = conn.execute(
+        "select a.attname::text from pg_index as i"
+        " join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)"
+        " where i.indrelid = to_regclass(%s) and i.indisprimary"
+        " order by array_position(i.indkey::int2[], a.attnum)",
+        (qualified,),
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _differences(
+    actual: dict[str, tuple[str, bool]], declared: dict[str, tuple[str, bool]], nullability: bool
+) -> list[str]:
+    """How an existing table differs from its declaration, one phrase per column."""
+    found = []
+    for name, (pg_type, not_null) in declared.items():
+        if name not in actual:
+            found.append(f"column {name} is declared but missing")
+        elif actual[name][0] != pg_type:
+            found.append(f"column {name} is declared {pg_type} but is {actual[name][0]}")
+        elif nullability and actual[name][1] != not_null:
+            said = "not null" if not_null else "nullable"
+            found.append(f"column {name} is declared {said} but is not")
+    found += [f"column {name} is no longer declared" for name in actual if name not in declared]
+    return found
+
+
+def _declared_columns(
+    conn: psycopg.Connection, columns: Iterable[tuple[str, str, bool]]
+) -> dict[str, tuple[str, bool]]:
+    """(name, declared PostgreSQL type, not null) → the form ``_table_columns`` reads back:
+    the server spells the types (``timestamptz`` is ``timestamp with time zone``)."""
+    columns = list(columns)
+    spelled = dict(
+        conn.execute(
+            "select t, format_type(to_regtype(t), null) from unnest(%s::text[]) as t",
+            (sorted({pg_type for _, pg_type, _ in columns}),),
+        ).fetchall()
+    )
+    return {name: (spelled[pg_type], not_null) for name, pg_type, not_null in columns}
+
+
+def _replace_if_changed(
+    conn: psycopg.Connection, schema: str, name: str, declared: dict[str, tuple[str, bool]]
+) -> None:
+    """A dev working table (refilled every run) whose declaration changed is simply dropped,
+    with the dev views on it; the caller creates it again."""
+    actual = _table_columns(conn, f"{schema}.{name}")
+    if actual and _differences(actual, declared, nullability=False):
+        conn.execute(sql.SQL("drop table {} cascade").format(_ident(schema, name)))
+
+
+def _create_prod(conn: psycopg.Connection, spec: TableSpec) -> None:
+    """``prod.<table>`` as declared, with its comments and indexes (if it does not exist)."""
+    conn.execute(spec.create_sql("prod", ((SEQ, "bigint not null"),)))
+    for statement in spec.comment_sql("prod"):
+        conn.execute(statement)
+    for index in ((SEQ,), *spec.indexes):
+        conn.execute(
+            sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(f"{spec.name}_{'_'.join(index)}_idx"),
+                _ident("prod", spec.name),
+                _cols(index),
+            )
+        )
+
+
+def _prod_changes(conn: psycopg.Connection, spec: TableSpec) -> list[str]:
+    """How ``prod.<table>`` differs from its declaration (columns, types, nullability, key)."""
+    qualified = f"prod.{spec.name}"
+    actual = _table_columns(conn, qualified)
+    if not actual:
+        return []
+    declared = _declared_columns(
+        conn, [(c.name, c.pg_type, not c.nullable) for c in spec.columns] + [(SEQ, "bigint", True)]
+    )
+    found = _differences(actual, declared, nullability=True)
+    key = _primary_key(conn, qualified)
+    if key != list(spec.keys):
+        found.append(f"the key is declared ({', '.join(spec.keys)}) but is ({', '.join(key)})")
+    return found
+
+
+def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool = False) -> set[str]:
+    """Dev and prod tables, their indexes and views, the audit additions. Idempotent.
+
+    A declaration may change. Dev tables follow it at once (they are refilled every run); so
+    does an empty prod table. A prod table with rows that no longer matches its declaration
+    stops the run with the differences, unless this is a full refresh: then the returned
+    tables are dropped and created as declared in the publish transaction."""
     conn.execute(WAREHOUSE_DDL)
     conn.execute(FUNCTIONS_SQL)
     for item in layer.inputs:
         ddl = _input_ddl(layer, item)
-        (existing,) = conn.execute(
-            "select array_agg(attname::text order by attnum) from pg_attribute"
-            " where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
-            (f"dev.{item.name}",),
-        ).fetchone()
-        if existing is not None and existing != [name for name, _ in ddl]:
-            # a working table refilled every run: a changed declaration simply replaces it
-            conn.execute(sql.SQL("drop table {}").format(_ident("dev", item.name)))
+        declared = _declared_columns(conn, [(name, pg_type, False) for name, pg_type in ddl])
+        _replace_if_changed(conn, "dev", item.name, declared)
         conn.execute(
             sql.SQL("create unlogged table if not exists {} ({})").format(
                 _ident("dev", item.name),
@@ -377,27 +471,35 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer) -> None:
                 ),
             )
         )
-    seq_column = ((SEQ, "bigint not null"),)
+    rebuild: set[str] = set()
     for spec in layer.tables:
+        declared = _declared_columns(conn, [(c.name, c.pg_type, False) for c in spec.columns])
+        _replace_if_changed(conn, "dev", spec.name, declared)
         conn.execute(spec.create_sql("dev", primary_key=False, not_null=False, unlogged=True))
         if not published(spec):
             continue
-        conn.execute(spec.create_sql("prod", seq_column))
+        _replace_if_changed(conn, "dev", f"void_{spec.name}", declared)
         conn.execute(
             spec.create_sql("dev", primary_key=False, not_null=False, name=f"void_{spec.name}")
         )
-        for statement in spec.comment_sql("prod"):
-            conn.execute(statement)
-        for index in ((SEQ,), *spec.indexes):
-            conn.execute(
-                sql.SQL("create index if not exists {} on {} ({})").format(
-                    sql.Identifier(f"{spec.name}_{'_'.join(index)}_idx"),
-                    _ident("prod", spec.name),
-                    _cols(index),
+        if changes := _prod_changes(conn, spec):
+            prod = _ident("prod", spec.name)
+            if _is_empty(conn, prod):  # nothing to keep: created again below
+                conn.execute(sql.SQL("drop table {} cascade").format(prod))
+            elif full_refresh:
+                rebuild.add(spec.name)
+                continue
+            else:
+                raise ConfigError(
+                    f"{layer.name}: {layer.database}.prod.{spec.name} no longer matches its"
+                    f" declaration {spec.path}: {'; '.join(changes)}. Prod was not changed."
+                    " `strata run --full-refresh` rebuilds it as declared (in the publish"
+                    " transaction, from everything upstream); or restore the declaration."
                 )
-            )
-    _add_foreign_keys(conn, layer)
+        _create_prod(conn, spec)
+    _add_foreign_keys(conn, layer, skip=rebuild)
     conn.commit()
+    return rebuild
 
 
 def _next_views(conn: psycopg.Connection, layer: Layer, prod_of: Callable[[str], str]) -> None:
@@ -828,10 +930,12 @@ def _fk_name(spec: TableSpec, column: str) -> str:
     return f"{spec.name}_{column}_fkey"
 
 
-def _add_foreign_keys(conn: psycopg.Connection, layer: Layer) -> None:
+def _add_foreign_keys(conn: psycopg.Connection, layer: Layer, skip: Iterable[str] = ()) -> None:
     """Real foreign keys in prod, deferred to commit: a publish replaces dimension rows and the
-    facts that point at them in one transaction."""
+    facts that point at them in one transaction. ``skip``: tables not yet as declared."""
     for spec, column, ref_table, ref_column in _foreign_keys(layer):
+        if {spec.name, ref_table} & set(skip):
+            continue
         exists = conn.execute(
             "select 1 from pg_constraint where conname = %s and conrelid = %s::regclass",
             (_fk_name(spec, column), f"prod.{spec.name}"),
@@ -891,9 +995,16 @@ def _publish(
     full_refresh: bool,
     built: dict[str, int],
     clock: Clock,
+    rebuild: Iterable[str] = (),
 ) -> int:
-    """Candidate → prod and the batch ledger, in the caller's single transaction."""
+    """Candidate → prod and the batch ledger, in the caller's single transaction. ``rebuild``:
+    prod tables whose declaration changed, dropped and created as declared first (their
+    dependent views go with them: coarse views come back with the governance trigger, the
+    reporting views with the presentation stage)."""
     (seq,) = conn.execute("select nextval('audit.publish_seq')").fetchone()
+    for name in sorted(rebuild):
+        conn.execute(sql.SQL("drop table {} cascade").format(_ident("prod", name)))
+        _create_prod(conn, layer.table(name))
     tables = list(filter(published, layer.tables))
     bulk = {s.name for s in tables if _is_bulk(conn, s, built.get(s.name, 0), full_refresh)}
     if bulk:
@@ -976,7 +1087,9 @@ def run_layer(
         connect(settings, layer.database) as conn,
         connect(settings, layer.upstream.database) as up,
     ):
-        ensure_layer(conn, layer)
+        rebuild = ensure_layer(conn, layer, full_refresh=full_refresh)
+        if rebuild:
+            log.event(f"{prefix}.rebuild", tables=sorted(rebuild), reason="declaration changed")
         low = 0 if full_refresh else _watermark(conn, layer)
         stats.previous_watermark = f"{layer.upstream.layer} publish {low}"
         batches, rejected = _upstream_batches(up, layer, low)
@@ -1046,11 +1159,11 @@ def run_layer(
                 " batch aside."
             )
         # 4. publish
-        seq = _publish(conn, layer, batches, run_id, full_refresh, result.rows_out, clock)
+        seq = _publish(conn, layer, batches, run_id, full_refresh, result.rows_out, clock, rebuild)
         checkpoint(f"{prefix}.publish")
         conn.commit()
         clock.lap("publish.commit")
-        result.details = {"publish_seq": seq, "inputs": inputs}
+        result.details = {"publish_seq": seq, "inputs": inputs, "rebuilt": sorted(rebuild)}
         for spec in layer.tables:
             publish_metrics(
                 conn,
@@ -1073,6 +1186,7 @@ def run_layer(
             "checks": {"run": len(result.checks), "warn": len(warned)},
             "rejected_upstream": len(rejected),
             "seconds": clock.seconds,
+            "rebuilt": sorted(rebuild),
         }
         _after_publish(conn, layer, result, stats)
     return result

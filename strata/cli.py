@@ -264,7 +264,8 @@ def run_command(
             f"{name + ':':9} {stage['batches']} batches, {stage['rows_in']:,} rows in -> {written};"
             f" {stage['checks']} checks passed in {stage['seconds']} s"
             + (f"; removed: {removed}" if removed else "")
-            + (f"; warnings: {', '.join(stage['warnings'])}" if stage["warnings"] else ""),
+            + (f"; warnings: {', '.join(stage['warnings'])}" if stage["warnings"] else "")
+            + (f"; rebuilt as declared: {', '.join(stage['rebuilt'])}" if stage["rebuilt"] else ""),
             soft_wrap=True,
         )
     views = summary.stages["presentation"]["views"]

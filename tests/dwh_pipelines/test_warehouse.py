@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from dwh_pipelines.warehouse import GateFailed, _load_layer, layer_named, run_layer
+import governance
+from dwh_pipelines.warehouse import (
+    GateFailed,
+    _load_layer,
+    _table_columns,
+    ensure_layer,
+    layer_named,
+    run_layer,
+)
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.pipeline import run
@@ -410,3 +418,79 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     assert checksums(settings) == before
     run(settings, full_refresh=True)
     assert checksums(settings) == before
+
+
+def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
+    empty: Settings, tmp_path: Path
+) -> None:
+    staging = layer_named("staging")
+    folder = tmp_path / "L2_staging_layer"
+    shutil.copytree(staging.folder, folder)
+    # stg_events gains a column and widens another
+    table_yaml = folder / "stg_events" / "table.yaml"
+    table_yaml.write_text(
+        table_yaml.read_text()
+        .replace("{name: line_number, type: int,", "{name: line_number, type: bigint,")
+        .replace(
+            "\nchecks:\n",
+            '\n  - {name: event_hour, type: int, nullable: false, description: "hour of at"}'
+            "\nchecks:\n",
+        )
+    )
+    transform = folder / "stg_events" / "transform.sql"
+    text = transform.read_text()
+    assert "e.ingested_at\nfrom first_copy" in text
+    transform.write_text(
+        text.replace(
+            "e.ingested_at\nfrom first_copy",
+            "e.ingested_at, date_part('hour', e.at)::int as event_hour\nfrom first_copy",
+        )
+    )
+    changed = _load_layer(folder, staging.upstream)
+    # while prod is empty, it simply follows the declaration in use
+    with connect(empty, "staging_db") as conn:
+        assert ensure_layer(conn, changed) == set()
+        assert "event_hour" in _table_columns(conn, "prod.stg_events")
+        assert ensure_layer(conn, staging) == set()
+        assert "event_hour" not in _table_columns(conn, "prod.stg_events")
+
+    settings = loaded(empty, tmp_path / "source", organizations=2, vehicles=3, minutes=8, seed=6)
+    governance.apply(settings)
+    before = checksums(settings)
+    with (
+        RunLog(settings, uuid.uuid4()) as log,
+        pytest.raises(
+            ConfigError,
+            match=r"staging_db\.prod\.stg_events no longer matches its declaration"
+            r" .*stg_events/table\.yaml: column line_number is declared bigint but is integer;"
+            r" column event_hour is declared but missing\. Prod was not changed\."
+            r" `strata run --full-refresh` rebuilds it",
+        ),
+    ):
+        run_layer(settings, changed, uuid.uuid4(), log)
+    assert checksums(settings) == before
+
+    run_id = uuid.uuid4()
+    with RunLog(settings, run_id) as log:
+        run_layer(settings, changed, run_id, log, full_refresh=True)
+    assert _last_run_rows(settings, run_id)["staging"][1]["rebuilt"] == ["stg_events"]
+    with connect(settings, "staging_db") as conn:
+        columns = _table_columns(conn, "prod.stg_events")
+        assert columns["line_number"] == ("bigint", True)
+        assert columns["event_hour"] == ("integer", True)
+        hours = conn.execute(
+            "select count(*) filter (where event_hour = date_part('hour', event_at)), count(*)"
+            " from prod.stg_events"
+        ).fetchone()
+    assert hours == (before["staging_db.stg_events"][0],) * 2
+    after = checksums(settings)
+    assert {k: v for k, v in after.items() if k != "staging_db.stg_events"} == {
+        k: v for k, v in before.items() if k != "staging_db.stg_events"
+    }
+    # the rebuilt table is governed as before: grants and its coarse view, as declared
+    assert not governance.check(settings).differences
+
+    # the declared layers rebuild it back, to the same content
+    assert run(settings, full_refresh=True).stages["staging"]["rebuilt"] == ["stg_events"]
+    assert checksums(settings) == before
+    assert not governance.check(settings).differences
