@@ -52,13 +52,21 @@ from strata.faults import checkpoint
 from strata.profiling import publish_metrics, sql_metrics
 from strata.runlog import RunLog
 from strata.settings import Settings
-from strata.tables import Check, TableSpec, load_table
+from strata.tables import (
+    Check,
+    TableSpec,
+    column_differences,
+    declared_columns,
+    load_table,
+    table_columns,
+)
 from strata.transfer import copy_between
 
 ROOT = Path(__file__).parent
 LAYER_FOLDERS = ("L2_staging_layer", "L3_semantic_layer", "L4_dwh_layer")
 PRESENTATION_FOLDER = "L5_presentation_layer"
 SEQ = "_seq"  # publish sequence stamped on prod rows: the next layer's watermark column
+PROD_COLUMNS = ((SEQ, "bigint not null"),)  # prod's columns beyond the declared ones
 CHECK_SAMPLE = 5
 
 WAREHOUSE_DDL = """
@@ -354,73 +362,18 @@ def _cols(names: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
-def _table_columns(conn: psycopg.Connection, qualified: str) -> dict[str, tuple[str, bool]]:
-    """name → (type as the catalog spells it, not null) of a table; empty when it is missing."""
-    rows = conn.execute(
-        "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull"
-        " from pg_attribute as a where a.attrelid = to_regclass(%s) and a.attnum > 0"
-        " and not a.attisdropped order by a.attnum",
-        (qualified,),
-    ).fetchall()
-    return {name: (pg_type, not_null) for name, pg_type, not_null in rows}
-
-
-def _primary_key(conn: psycopg.Connection, qualified: str) -> list[str]:
-    rows = conn.execute(
-        "select a.attname::text from pg_index as i"
-        " join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)"
-        " where i.indrelid = to_regclass(%s) and i.indisprimary"
-        " order by array_position(i.indkey::int2[], a.attnum)",
-        (qualified,),
-    ).fetchall()
-    return [name for (name,) in rows]
-
-
-def _differences(
-    actual: dict[str, tuple[str, bool]], declared: dict[str, tuple[str, bool]], nullability: bool
-) -> list[str]:
-    """How an existing table differs from its declaration, one phrase per column."""
-    found = []
-    for name, (pg_type, not_null) in declared.items():
-        if name not in actual:
-            found.append(f"column {name} is declared but missing")
-        elif actual[name][0] != pg_type:
-            found.append(f"column {name} is declared {pg_type} but is {actual[name][0]}")
-        elif nullability and actual[name][1] != not_null:
-            said = "not null" if not_null else "nullable"
-            found.append(f"column {name} is declared {said} but is not")
-    found += [f"column {name} is no longer declared" for name in actual if name not in declared]
-    return found
-
-
-def _declared_columns(
-    conn: psycopg.Connection, columns: Iterable[tuple[str, str, bool]]
-) -> dict[str, tuple[str, bool]]:
-    """(name, declared PostgreSQL type, not null) → the form ``_table_columns`` reads back:
-    the server spells the types (``timestamptz`` is ``timestamp with time zone``)."""
-    columns = list(columns)
-    spelled = dict(
-        conn.execute(
-            "select t, format_type(to_regtype(t), null) from unnest(%s::text[]) as t",
-            (sorted({pg_type for _, pg_type, _ in columns}),),
-        ).fetchall()
-    )
-    return {name: (spelled[pg_type], not_null) for name, pg_type, not_null in columns}
-
-
 def _replace_if_changed(
     conn: psycopg.Connection, schema: str, name: str, declared: dict[str, tuple[str, bool]]
 ) -> None:
     """A dev working table (refilled every run) whose declaration changed is simply dropped,
     with the dev views on it; the caller creates it again."""
-    actual = _table_columns(conn, f"{schema}.{name}")
-    if actual and _differences(actual, declared, nullability=False):
+    if column_differences(table_columns(conn, schema, name), declared):
         conn.execute(sql.SQL("drop table {} cascade").format(_ident(schema, name)))
 
 
 def _create_prod(conn: psycopg.Connection, spec: TableSpec) -> None:
     """``prod.<table>`` as declared, with its comments and indexes (if it does not exist)."""
-    conn.execute(spec.create_sql("prod", ((SEQ, "bigint not null"),)))
+    conn.execute(spec.create_sql("prod", PROD_COLUMNS))
     for statement in spec.comment_sql("prod"):
         conn.execute(statement)
     for index in ((SEQ,), *spec.indexes):
@@ -431,22 +384,6 @@ def _create_prod(conn: psycopg.Connection, spec: TableSpec) -> None:
                 _cols(index),
             )
         )
-
-
-def _prod_changes(conn: psycopg.Connection, spec: TableSpec) -> list[str]:
-    """How ``prod.<table>`` differs from its declaration (columns, types, nullability, key)."""
-    qualified = f"prod.{spec.name}"
-    actual = _table_columns(conn, qualified)
-    if not actual:
-        return []
-    declared = _declared_columns(
-        conn, [(c.name, c.pg_type, not c.nullable) for c in spec.columns] + [(SEQ, "bigint", True)]
-    )
-    found = _differences(actual, declared, nullability=True)
-    key = _primary_key(conn, qualified)
-    if key != list(spec.keys):
-        found.append(f"the key is declared ({', '.join(spec.keys)}) but is ({', '.join(key)})")
-    return found
 
 
 def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool = False) -> set[str]:
@@ -460,7 +397,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
     conn.execute(FUNCTIONS_SQL)
     for item in layer.inputs:
         ddl = _input_ddl(layer, item)
-        declared = _declared_columns(conn, [(name, pg_type, False) for name, pg_type in ddl])
+        declared = declared_columns(conn, [(name, pg_type, False) for name, pg_type in ddl])
         _replace_if_changed(conn, "dev", item.name, declared)
         conn.execute(
             sql.SQL("create unlogged table if not exists {} ({})").format(
@@ -473,7 +410,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
         )
     rebuild: set[str] = set()
     for spec in layer.tables:
-        declared = _declared_columns(conn, [(c.name, c.pg_type, False) for c in spec.columns])
+        declared = declared_columns(conn, [(c.name, c.pg_type, False) for c in spec.columns])
         _replace_if_changed(conn, "dev", spec.name, declared)
         conn.execute(spec.create_sql("dev", primary_key=False, not_null=False, unlogged=True))
         if not published(spec):
@@ -482,7 +419,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
         conn.execute(
             spec.create_sql("dev", primary_key=False, not_null=False, name=f"void_{spec.name}")
         )
-        if changes := _prod_changes(conn, spec):
+        if changes := spec.differences(conn, "prod", PROD_COLUMNS):
             prod = _ident("prod", spec.name)
             if _is_empty(conn, prod):  # nothing to keep: created again below
                 conn.execute(sql.SQL("drop table {} cascade").format(prod))

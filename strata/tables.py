@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import yaml
 from psycopg import sql
@@ -144,6 +145,39 @@ class TableSpec:
             sql.SQL(", ").join(parts),
         )
 
+    def differences(
+        self,
+        conn: psycopg.Connection,
+        schema: str,
+        extra_columns: tuple[tuple[str, str], ...] = (),
+        *,
+        primary_key: bool = True,
+    ) -> list[str]:
+        """How ``schema.<table>`` in the database differs from what ``create_sql`` (same
+        arguments) makes of this declaration: columns, types, nullability and the key, one
+        phrase each. Empty when it matches, or does not exist."""
+        actual = table_columns(conn, schema, self.name)
+        if not actual:
+            return []
+        declared = declared_columns(
+            conn,
+            [(c.name, c.pg_type, not c.nullable) for c in self.columns]
+            + [
+                (name, ddl.split(" not null")[0], " not null" in ddl) for name, ddl in extra_columns
+            ],
+        )
+        found = column_differences(actual, declared)
+        (key,) = conn.execute(
+            "select coalesce(array_agg(a.attname::text order by array_position(i.indkey::int2[], a.attnum)),"
+            " '{}') from pg_index as i join pg_attribute as a on a.attrelid = i.indrelid"
+            " and a.attnum = any(i.indkey) where i.indrelid = %s::regclass and i.indisprimary",
+            (f'"{schema}"."{self.name}"',),
+        ).fetchone()
+        want = list(self.keys) if primary_key else []
+        if key != want:
+            found.append(f"the key is declared ({', '.join(want)}) but is ({', '.join(key)})")
+        return found
+
     def comment_sql(self, schema: str) -> list[sql.Composed]:
         """Descriptions and sensitivity tags travel into the catalog (``\\d+`` shows them)."""
         statements = [
@@ -164,6 +198,51 @@ class TableSpec:
                 )
             )
         return statements
+
+
+def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, tuple[str, bool]]:
+    """name → (type as the catalog spells it, not null) of a table; empty when it is missing."""
+    rows = conn.execute(
+        "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull"
+        " from pg_attribute as a where a.attrelid = to_regclass(%s) and a.attnum > 0"
+        " and not a.attisdropped order by a.attnum",
+        (f'"{schema}"."{name}"',),
+    ).fetchall()
+    return {column: (pg_type, not_null) for column, pg_type, not_null in rows}
+
+
+def declared_columns(
+    conn: psycopg.Connection, columns: list[tuple[str, str, bool]]
+) -> dict[str, tuple[str, bool]]:
+    """(name, declared PostgreSQL type, not null) → the form ``table_columns`` reads back: the
+    server spells the types (``timestamptz`` is ``timestamp with time zone``)."""
+    spelled = dict(
+        conn.execute(
+            "select t, format_type(to_regtype(t), null) from unnest(%s::text[]) as t",
+            (sorted({pg_type for _, pg_type, _ in columns}),),
+        ).fetchall()
+    )
+    return {name: (spelled[pg_type], not_null) for name, pg_type, not_null in columns}
+
+
+def column_differences(
+    actual: dict[str, tuple[str, bool]], declared: dict[str, tuple[str, bool]]
+) -> list[str]:
+    """How an existing table's columns differ from the declared ones, one phrase each (none
+    when the table does not exist)."""
+    if not actual:
+        return []
+    found = []
+    for name, (pg_type, not_null) in declared.items():
+        if name not in actual:
+            found.append(f"column {name} is declared but missing")
+        elif actual[name][0] != pg_type:
+            found.append(f"column {name} is declared {pg_type} but is {actual[name][0]}")
+        elif actual[name][1] != not_null:
+            said = "not null" if not_null else "nullable"
+            found.append(f"column {name} is declared {said} but is not")
+    found += [f"column {name} is no longer declared" for name in actual if name not in declared]
+    return found
 
 
 def load_table(path: Path) -> TableSpec:

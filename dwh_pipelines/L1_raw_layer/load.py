@@ -23,7 +23,7 @@ from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
 from strata.audit import audited_step, record_batch
 from strata.concurrency import ordered_map
 from strata.db import connect
-from strata.errors import StrataError
+from strata.errors import ConfigError, StrataError
 from strata.faults import checkpoint
 from strata.objectstore import open_store
 from strata.profiling import Profiler
@@ -45,20 +45,25 @@ class LoadResult:
     batches: list[str] = field(default_factory=list)
 
 
+EXTRA_COLUMNS = (
+    ("loaded_at", "timestamptz not null default now()"),
+    ("load_seq", "bigint not null"),
+)
+
+
 def ensure_table(conn: psycopg.Connection) -> None:
     # No primary-key index: maintaining a btree on (batch_id, line_number) more than doubled
     # the COPY time (measured 5.95 s vs 2.58 s per million rows). Exactly-once comes from the
     # ledger committing with the rows; readers find new rows by load_seq (BRIN, nearly free).
-    conn.execute(
-        EVENTS.create_sql(
-            SCHEMA,
-            extra_columns=(
-                ("loaded_at", "timestamptz not null default now()"),
-                ("load_seq", "bigint not null"),
-            ),
-            primary_key=False,
+    if changes := EVENTS.differences(conn, SCHEMA, EXTRA_COLUMNS, primary_key=False):
+        raise ConfigError(
+            f"raw_db.{SCHEMA}.{EVENTS.name} no longer matches its declaration {EVENTS.path}:"
+            f" {'; '.join(changes)}. It was not changed: it holds the source history as"
+            " loaded, and the lake files it reloads from were written with the old"
+            " declaration. New source fields need no change here (they land in `extra`);"
+            " restore the declaration, or ingest the source into a new installation."
         )
-    )
+    conn.execute(EVENTS.create_sql(SCHEMA, extra_columns=EXTRA_COLUMNS, primary_key=False))
     conn.execute(
         sql.SQL("create sequence if not exists {}.load_seq").format(sql.Identifier(SCHEMA))
     )

@@ -21,7 +21,6 @@ import governance
 from dwh_pipelines.warehouse import (
     GateFailed,
     _load_layer,
-    _table_columns,
     ensure_layer,
     layer_named,
     run_layer,
@@ -31,6 +30,7 @@ from strata.errors import ConfigError, StrataError
 from strata.pipeline import run
 from strata.runlog import RunLog
 from strata.settings import Settings
+from strata.tables import table_columns
 from tests.dwh_pipelines.fleets import (
     LAYER_DBS,
     assert_answer_is,
@@ -450,9 +450,9 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
     # while prod is empty, it simply follows the declaration in use
     with connect(empty, "staging_db") as conn:
         assert ensure_layer(conn, changed) == set()
-        assert "event_hour" in _table_columns(conn, "prod.stg_events")
+        assert "event_hour" in table_columns(conn, "prod", "stg_events")
         assert ensure_layer(conn, staging) == set()
-        assert "event_hour" not in _table_columns(conn, "prod.stg_events")
+        assert "event_hour" not in table_columns(conn, "prod", "stg_events")
 
     settings = loaded(empty, tmp_path / "source", organizations=2, vehicles=3, minutes=8, seed=6)
     governance.apply(settings)
@@ -475,7 +475,7 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
         run_layer(settings, changed, run_id, log, full_refresh=True)
     assert _last_run_rows(settings, run_id)["staging"][1]["rebuilt"] == ["stg_events"]
     with connect(settings, "staging_db") as conn:
-        columns = _table_columns(conn, "prod.stg_events")
+        columns = table_columns(conn, "prod", "stg_events")
         assert columns["line_number"] == ("bigint", True)
         assert columns["event_hour"] == ("integer", True)
         hours = conn.execute(

@@ -17,7 +17,7 @@ import pytest
 
 from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
 from strata.db import connect
-from strata.errors import StrataError
+from strata.errors import ConfigError, StrataError
 from strata.locks import RUN_LOCK_KEY
 from strata.objectstore import open_store
 from strata.pipeline import run, run_stage
@@ -545,3 +545,31 @@ def test_an_unreadable_lake_file_fails_the_load_by_name_then_loads_once_restored
         loaded = conn.execute("select count(*) from raw.events").fetchone()[0]
     assert per_batch == expected and loaded == ingested
     assert raw_run["rows_loaded"] == ingested and lake_run["objects_ingested"] > 1
+
+
+def test_raw_table_unlike_its_declaration_stops_the_run_untouched(
+    warehouse: Settings, tmp_path: Path
+) -> None:
+    source = open_store(warehouse.source_url, warehouse)
+    result = simulate(SimulationConfig(vehicles=2, minutes=4, seed=14), source, tmp_path)
+    late = result.keys[-1]
+    late_bytes = source.get(late)
+    source.delete(late)
+    run(warehouse)
+    before = _checksum(warehouse)
+    with connect(warehouse, "raw_db") as conn:  # the table as an older declaration made it
+        conn.execute("alter table raw.events add column note text")
+        conn.execute("alter table raw.events alter column line_number type bigint")
+    source.put(late, late_bytes)
+    with pytest.raises(
+        ConfigError,
+        match=r"raw_db\.raw\.events no longer matches its declaration .*events/table\.yaml:"
+        r" column line_number is declared integer but is bigint;"
+        r" column note is no longer declared\. It was not changed",
+    ):
+        run(warehouse)
+    assert _checksum(warehouse) == before
+    with connect(warehouse, "raw_db") as conn:
+        conn.execute("alter table raw.events drop column note")
+        conn.execute("alter table raw.events alter column line_number type integer")
+    assert run(warehouse).stages["raw"]["rows_loaded"] == late_bytes.count(b"\n")
