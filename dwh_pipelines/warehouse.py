@@ -66,6 +66,9 @@ ROOT = Path(__file__).parent
 LAYER_FOLDERS = ("L2_staging_layer", "L3_semantic_layer", "L4_dwh_layer")
 PRESENTATION_FOLDER = "L5_presentation_layer"
 SEQ = "_seq"  # publish sequence stamped on prod rows: the next layer's watermark column
+# merge: published, prod rows matching the candidate on merge_on are replaced;
+# ephemeral: a working table of the build, kept in dev only
+WRITE_MODES = ("merge", "ephemeral")
 PROD_COLUMNS = ((SEQ, "bigint not null"),)  # prod's columns beyond the declared ones
 CHECK_SAMPLE = 5
 
@@ -263,6 +266,13 @@ def _load_layer(folder: Path, upstream: Upstream) -> Layer:
     for name, spec in specs.items():
         if name != spec.name:
             raise ConfigError(f"{spec.path}: folder {name} declares table {spec.name}")
+        if spec.write_mode not in WRITE_MODES:
+            raise ConfigError(
+                f"{spec.path}: write_mode {spec.write_mode!r}; a warehouse table is"
+                f" {' or '.join(WRITE_MODES)}"
+            )
+        if published(spec) and not spec.merge_on:
+            raise ConfigError(f"{spec.path}: a merge table needs keys (or merge_on)")
         if not (folder / name / "transform.sql").is_file():
             raise ConfigError(f"{folder / name}: no transform.sql")
     return Layer(
@@ -409,6 +419,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
             )
         )
     rebuild: set[str] = set()
+    stale: list[str] = []
     for spec in layer.tables:
         declared = declared_columns(conn, [(c.name, c.pg_type, False) for c in spec.columns])
         _replace_if_changed(conn, "dev", spec.name, declared)
@@ -423,17 +434,21 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
             prod = _ident("prod", spec.name)
             if _is_empty(conn, prod):  # nothing to keep: created again below
                 conn.execute(sql.SQL("drop table {} cascade").format(prod))
-            elif full_refresh:
-                rebuild.add(spec.name)
-                continue
             else:
-                raise ConfigError(
-                    f"{layer.name}: {layer.database}.prod.{spec.name} no longer matches its"
-                    f" declaration {spec.path}: {'; '.join(changes)}. Prod was not changed."
-                    " `strata run --full-refresh` rebuilds it as declared (in the publish"
-                    " transaction, from everything upstream); or restore the declaration."
+                rebuild.add(spec.name)
+                stale.append(
+                    f"{layer.database}.prod.{spec.name} no longer matches its declaration"
+                    f" {spec.path}: {'; '.join(changes)}."
                 )
+                continue
         _create_prod(conn, spec)
+    if stale and not full_refresh:
+        conn.rollback()
+        raise ConfigError(
+            f"{layer.name}: {' '.join(stale)} Prod was not changed. `strata run --full-refresh`"
+            " rebuilds such tables as declared (in the publish transaction, from everything"
+            " upstream); or restore the declarations."
+        )
     _add_foreign_keys(conn, layer, skip=rebuild)
     conn.commit()
     return rebuild

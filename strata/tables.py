@@ -305,6 +305,9 @@ def load_table(path: Path) -> TableSpec:
         raise ConfigError(
             f"{path}: keys/timestamps/indexes name unknown columns {referenced - set(names)}"
         )
+    nullable_keys = [c.name for c in columns if c.name in spec.keys and c.nullable]
+    if nullable_keys:
+        raise ConfigError(f"{path}: key columns {nullable_keys} must be nullable: false")
     return spec
 
 

@@ -20,6 +20,7 @@ import pytest
 import governance
 from dwh_pipelines.warehouse import (
     GateFailed,
+    Layer,
     _load_layer,
     ensure_layer,
     layer_named,
@@ -376,6 +377,28 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     layer_yaml.write_text(original.replace("      event_key:", "      entity_id:"))
     with pytest.raises(ConfigError, match=r"layer\.yaml: input in_events computes upstream"):
         _load_layer(folder, staging.upstream)
+    layer_yaml.write_text(original)
+    # a key column may not be nullable (prod's primary key would make it not null anyway)
+    stg_yaml = folder / "stg_events" / "table.yaml"
+    stg_declared = stg_yaml.read_text()
+    stg_yaml.write_text(
+        stg_declared.replace(
+            "{name: event_key, type: text, nullable: false",
+            "{name: event_key, type: text, nullable: true",
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"stg_events/table\.yaml: key columns \['event_key'\] must be nullable: false",
+    ):
+        _load_layer(folder, staging.upstream)
+    stg_yaml.write_text(stg_declared.replace("write_mode: merge", "write_mode: append"))
+    with pytest.raises(
+        ConfigError,
+        match=r"stg_events/table\.yaml: write_mode 'append'; a warehouse table is merge",
+    ):
+        _load_layer(folder, staging.upstream)
+    stg_yaml.write_text(stg_declared)
     # a computed column the upstream server refuses fails the run naming the declaration
     layer_yaml.write_text(original.replace("md5(row(", "md5(no_such_function("))
     before = checksums(settings)
@@ -420,6 +443,13 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     assert checksums(settings) == before
 
 
+def _refused_untouched(settings: Settings, layer: Layer, message: str, before: dict) -> None:
+    """The layer's run stops on its declarations, and no prod table changed."""
+    with RunLog(settings, uuid.uuid4()) as log, pytest.raises(ConfigError, match=message):
+        run_layer(settings, layer, uuid.uuid4(), log)
+    assert checksums(settings) == before
+
+
 def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
     empty: Settings, tmp_path: Path
 ) -> None:
@@ -457,18 +487,38 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
     settings = loaded(empty, tmp_path / "source", organizations=2, vehicles=3, minutes=8, seed=6)
     governance.apply(settings)
     before = checksums(settings)
-    with (
-        RunLog(settings, uuid.uuid4()) as log,
-        pytest.raises(
-            ConfigError,
-            match=r"staging_db\.prod\.stg_events no longer matches its declaration"
-            r" .*stg_events/table\.yaml: column line_number is declared bigint but is integer;"
-            r" column event_hour is declared but missing\. Prod was not changed\."
-            r" `strata run --full-refresh` rebuilds it",
-        ),
+    _refused_untouched(
+        settings,
+        changed,
+        r"staging_db\.prod\.stg_events no longer matches its declaration"
+        r" .*stg_events/table\.yaml: column line_number is declared bigint but is integer;"
+        r" column event_hour is declared but missing\. Prod was not changed\."
+        r" `strata run --full-refresh` rebuilds such tables as declared",
+        before,
+    )
+
+    # every table that differs is named at once
+    semantic = layer_named("semantic")
+    other = tmp_path / "L3_semantic_layer"
+    shutil.copytree(semantic.folder, other)
+    for table, column in (
+        ("mdm_organizations", "first_seen_at"),
+        ("mdm_vehicles", "organization_id"),
     ):
-        run_layer(settings, changed, uuid.uuid4(), log)
-    assert checksums(settings) == before
+        path = other / table / "table.yaml"
+        text = path.read_text()
+        declared = f"{{name: {column}, type: {'text' if 'id' in column else 'timestamptz'}, nullable: false"
+        assert declared in text
+        path.write_text(text.replace(declared, declared.replace("false", "true")))
+    _refused_untouched(
+        settings,
+        _load_layer(other, semantic.upstream),
+        r"semantic: semantic_db\.prod\.mdm_organizations no longer matches .*"
+        r" column first_seen_at is declared nullable but is not\."
+        r" semantic_db\.prod\.mdm_vehicles no longer matches .*"
+        r" column organization_id is declared nullable but is not\. Prod was not changed",
+        before,
+    )
 
     run_id = uuid.uuid4()
     with RunLog(settings, run_id) as log:
