@@ -8,7 +8,6 @@ can never claim a batch whose rows are missing, nor miss one whose rows are ther
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
@@ -95,10 +94,6 @@ def code_version() -> str:
     return version
 
 
-def environment_name() -> str:
-    return os.environ.get("STRATA_ENVIRONMENT", "embedded")
-
-
 @dataclass
 class StepStats:
     """What a step measured; written to ``audit.etl_runs`` when the step ends."""
@@ -138,7 +133,7 @@ def audited_step(
             " load_type, environment, code_version) values (%s,%s,%s,%s,%s,'running',%s,%s,%s)"
             " on conflict (run_id, layer, step, target) do update set started_at = excluded.started_at,"
             " status = 'running', error = null",
-            (run_id, layer, step, target, started, load_type, environment_name(), code_version()),
+            (run_id, layer, step, target, started, load_type, settings.environment, code_version()),
         )
     error: str | None = None
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
 from strata.errors import ConfigError, StrataError
 from strata.settings import DATABASES, Settings
@@ -97,13 +98,14 @@ def target(settings: Settings, db: str, *, admin: bool = False) -> Target:
     inline = params.pop("password", None)
     if inline is not None:
         return Target(params, inline, "the DSN")
-    if settings.pg_password is not None:
-        source = (
-            f"STRATA_PG_PASSWORD_FILE ({settings.pg_password_file})"
-            if settings.pg_password_file
-            else "STRATA_PG_PASSWORD"
-        )
-        return Target(params, settings.pg_password.get_secret_value(), source)
+    # the admin DSN has its own password; without an admin DSN the admin is the pipeline's role
+    name = "pg_admin_password" if admin and settings.pg_admin_dsn else "pg_password"
+    secret: SecretStr | None = getattr(settings, name)
+    if secret is not None:
+        file = getattr(settings, f"{name}_file")
+        variable = f"STRATA_{name.upper()}"
+        source = f"{variable}_FILE ({file})" if file else variable
+        return Target(params, secret.get_secret_value(), source)
     return Target(params, None, params.get("passfile", "libpq defaults (PGPASSFILE, ~/.pgpass)"))
 
 

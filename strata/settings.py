@@ -52,12 +52,19 @@ class Settings(BaseSettings):
     dwh_db_dsn: str | None = None
     pg_password: SecretStr | None = None
     pg_password_file: Path | None = None
-    pg_admin_dsn: str | None = Field(None, description="Role that may create databases/roles.")
+    pg_admin_dsn: str | None = Field(
+        None, description="A superuser: creates databases (init) and governs roles and grants."
+    )
+    pg_admin_password: SecretStr | None = None
+    pg_admin_password_file: Path | None = None
 
     pg_port: int | None = Field(None, ge=1, le=65535, description="Embedded PostgreSQL port.")
     s3_port: int | None = Field(None, ge=1, le=65535, description="Embedded S3 port.")
 
     log_keep: int = Field(20, ge=1, description="Run log files kept under $STRATA_HOME/logs.")
+    environment: str = Field(
+        "embedded", min_length=1, description="Recorded with every run in audit.etl_runs."
+    )
 
     smtp_host: str | None = Field(None, description="Mail server for alerts; unset: none sent.")
     smtp_port: int = Field(587, ge=1, le=65535)
@@ -118,7 +125,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:
-        for name in ("s3_secret_access_key", "pg_password", "smtp_password"):
+        for name in ("s3_secret_access_key", "pg_password", "pg_admin_password", "smtp_password"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is None:
                 continue

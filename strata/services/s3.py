@@ -28,8 +28,8 @@ PORT_DEFAULTS = {
     "s3_grpc": 18333,
     "master": 9333,
     "master_grpc": 19333,
-    "volume": 8080,
-    "volume_grpc": 18080,
+    "volume": 8334,  # not weed's 8080: Airflow's API server (`make airflow`) takes that one
+    "volume_grpc": 18334,
     "filer": 8888,
     "filer_grpc": 18888,
 }

@@ -90,3 +90,25 @@ def test_cli_reports_bad_settings_in_one_line(tmp_path: Path) -> None:
     assert "STRATA_PG_PORT" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_admin_dsn_has_its_own_password(tmp_path: Path) -> None:
+    from strata.db import target
+
+    secret = tmp_path / "admin"
+    secret.write_text("admin-secret\n")
+    settings = load_settings(
+        _env_file=None,
+        home=tmp_path,
+        pg_dsn="postgresql://strata_pipeline@db.example:5432/postgres",
+        pg_password="pipeline-secret",
+        pg_admin_dsn="postgresql://postgres@db.example:5432/postgres",
+        pg_admin_password_file=secret,
+    )
+    pipeline, admin = target(settings, "dwh_db"), target(settings, "dwh_db", admin=True)
+    assert (pipeline.params["user"], pipeline.password) == ("strata_pipeline", "pipeline-secret")
+    assert (admin.params["user"], admin.password) == ("postgres", "admin-secret")
+    assert admin.password_source == f"STRATA_PG_ADMIN_PASSWORD_FILE ({secret})"
+    # without an admin DSN the pipeline's role (and password) does the admin's work
+    alone = load_settings(_env_file=None, home=tmp_path, pg_dsn=settings.pg_dsn, pg_password="p")
+    assert target(alone, "dwh_db", admin=True).password == "p"
