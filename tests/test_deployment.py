@@ -69,6 +69,12 @@ def test_compose_has_no_secret_literals() -> None:
 
 def test_compose_runs_airflow_on_postgres_with_healthchecks() -> None:
     services = _compose()["services"]
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    strata_home = re.search(r"STRATA_HOME=(\S+)", dockerfile).group(1)
+    # created in the image, owned by its user, so the new volume is writable by the tasks
+    assert re.search(
+        rf"install -d -o strata [^\n]*(\\\n[^\n]*)*{re.escape(strata_home)}", dockerfile
+    )
     for name in AIRFLOW_SERVICES:
         service = services[name]
         assert service["build"]["dockerfile"] == "docker/Dockerfile", name
@@ -79,6 +85,9 @@ def test_compose_runs_airflow_on_postgres_with_healthchecks() -> None:
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert env["STRATA_PG_DSN"].startswith("postgresql://strata_pipeline@postgres:")
+        # the governance task needs a superuser; run logs and reports outlive the container
+        assert env["STRATA_PG_ADMIN_DSN"].startswith("postgresql://postgres@postgres:")
+        assert f"strata-home:{strata_home}" in service["volumes"], name
         for dependency in ("airflow-init", "strata-init"):
             assert (
                 service["depends_on"][dependency]["condition"] == "service_completed_successfully"
