@@ -381,6 +381,29 @@ def _replace_if_changed(
         conn.execute(sql.SQL("drop table {} cascade").format(_ident(schema, name)))
 
 
+def _views_of_others(conn: psycopg.Connection, table: str) -> list[str]:
+    """Views that read ``prod.<table>`` (directly or through other views) and that Strata does
+    not re-create itself (``dev.next_*``, the reporting views, governance's coarse views): a
+    ``drop … cascade`` would lose them."""
+    from governance.model import load_declaration
+
+    ours = ["dev", "reporting", load_declaration().coarse_schema]
+    rows = conn.execute(
+        "with recursive readers(oid) as ("
+        "  select r.ev_class from pg_depend as d join pg_rewrite as r on r.oid = d.objid"
+        "  where d.classid = 'pg_rewrite'::regclass and d.refobjid = %s::regclass"
+        "  union"
+        "  select r.ev_class from readers join pg_depend as d on d.refobjid = readers.oid"
+        "  join pg_rewrite as r on r.oid = d.objid where d.classid = 'pg_rewrite'::regclass"
+        ") select distinct format('%%I.%%I', n.nspname, c.relname) from readers"
+        " join pg_class as c on c.oid = readers.oid"
+        " join pg_namespace as n on n.oid = c.relnamespace"
+        " where c.oid <> %s::regclass and n.nspname <> all(%s) order by 1",
+        (f'prod."{table}"', f'prod."{table}"', ours),
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
 def _create_prod(conn: psycopg.Connection, spec: TableSpec) -> None:
     """``prod.<table>`` as declared, with its comments and indexes (if it does not exist)."""
     conn.execute(spec.create_sql("prod", PROD_COLUMNS))
@@ -432,6 +455,14 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
         )
         if changes := spec.differences(conn, "prod", PROD_COLUMNS):
             prod = _ident("prod", spec.name)
+            if readers := _views_of_others(conn, spec.name):
+                conn.rollback()
+                raise ConfigError(
+                    f"{layer.name}: {layer.database}.prod.{spec.name} must be created again as"
+                    f" {spec.path} now declares it ({'; '.join(changes)}), and views that are"
+                    f" not Strata's read it: {', '.join(readers)}. Strata drops only its own"
+                    " views; save and drop these, then run again."
+                )
             if _is_empty(conn, prod):  # nothing to keep: created again below
                 conn.execute(sql.SQL("drop table {} cascade").format(prod))
             else:

@@ -520,6 +520,23 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
         before,
     )
 
+    # a person's view on the table would be lost by re-creating it: named, nothing dropped
+    with connect(settings, "staging_db") as conn:
+        conn.execute("create view sandbox.my_events as select event_key from prod.stg_events")
+        conn.execute("create view sandbox.my_count as select count(*) from sandbox.my_events")
+    with (
+        RunLog(settings, uuid.uuid4()) as log,
+        pytest.raises(
+            ConfigError,
+            match=r"prod\.stg_events must be created again .* views that are not Strata's read"
+            r" it: sandbox\.my_count, sandbox\.my_events\. Strata drops only its own views",
+        ),
+    ):
+        run_layer(settings, changed, uuid.uuid4(), log, full_refresh=True)
+    assert checksums(settings) == before
+    with connect(settings, "staging_db") as conn:
+        conn.execute("drop view sandbox.my_count, sandbox.my_events")
+
     run_id = uuid.uuid4()
     with RunLog(settings, run_id) as log:
         run_layer(settings, changed, run_id, log, full_refresh=True)
