@@ -1,5 +1,6 @@
 """Source bucket → dwh_db.prod on the embedded services, checks included: events/s, per-hop
-split, peak memory; then an incremental run that adds 1% more source objects.
+split, peak memory, the CPU time of every process during the run; then an incremental run
+that adds 1% more source objects.
 
 Starts its own embedded installation in a temporary STRATA_HOME and simulates about
 ``--events`` events into a local folder (not timed). 99% of the objects are uploaded to the
@@ -11,12 +12,13 @@ source bucket and one ``strata run`` (every layer) is timed in this process; the
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import sys
 import time
 
-from common import arguments, fleet, installation, print_report, upload
+from common import arguments, fleet, installation, machine_busy_seconds, print_report, upload
 
 from datalake_pipelines.source_simulator import simulate
 from strata.objectstore import open_store
@@ -30,6 +32,20 @@ def _split(summary) -> dict[str, float]:  # type: ignore[no-untyped-def]
         "staging_s": stages["staging"]["seconds"],
         "semantic_s": stages["semantic"]["seconds"],
         "dwh_s": stages["dwh"]["seconds"],
+    }
+
+
+def _cpu(before: float | None, after: float | None, wall_s: float) -> dict[str, float]:
+    """The first run's CPU time over all processes (PostgreSQL backends, S3, this one) and what
+    it bounds: on these cores, that work cannot take less than cpu_s / cores."""
+    if before is None or after is None:
+        return {}
+    cpu_s = after - before
+    cores = os.cpu_count() or 1
+    return {
+        "first_run_cpu_s": round(cpu_s, 1),
+        "first_run_cores_busy": round(cpu_s / wall_s, 2),
+        "first_run_cpu_bound_s": round(cpu_s / cores, 1),
     }
 
 
@@ -49,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         upload(settings, folder, early)
         early_events = sum(f.read_bytes().count(b"\n") for f in early)
 
+        busy_before = machine_busy_seconds()
         began = time.monotonic()
         first = run(settings)
         total_s = time.monotonic() - began
+        busy_after = machine_busy_seconds()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
         upload(settings, folder, sorted(late))
@@ -75,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "fct_location_rows": first.stages["dwh"]["rows_out"]["fct_vehicle_location_updates"],
         "checks_run": sum(first.stages[s]["checks"] for s in ("staging", "semantic", "dwh")),
         "peak_rss_mib": round(peak_mib, 1),
+        **_cpu(busy_before, busy_after, total_s),
         "incremental_objects": len(late),
         "incremental_events": late_events,
         "incremental_run_s": round(incremental_s, 2),

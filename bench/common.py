@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -51,6 +52,18 @@ def upload(settings: Settings, folder: Path, files: list[Path], url: str | None 
 
     for _ in ordered_map(put, files, in_flight=8, name="upload"):
         pass
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process of the machine has spent busy so far (Linux ``/proc/stat``:
+    user, nice, system, irq, softirq, steal), summed over its cores; None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def print_report(report: dict) -> int:
