@@ -65,6 +65,7 @@ from strata.transfer import copy_between
 ROOT = Path(__file__).parent
 LAYER_FOLDERS = ("L2_staging_layer", "L3_semantic_layer", "L4_dwh_layer")
 PRESENTATION_FOLDER = "L5_presentation_layer"
+PRESENTATION_DATABASE = "dwh_db"
 SEQ = "_seq"  # publish sequence stamped on prod rows: the next layer's watermark column
 # merge: published, prod rows matching the candidate on merge_on are replaced;
 # ephemeral: a working table of the build, kept in dev only
@@ -73,7 +74,12 @@ PROD_COLUMNS = ((SEQ, "bigint not null"),)  # prod's columns beyond the declared
 CHECK_SAMPLE = 5
 
 WAREHOUSE_DDL = """
-alter table audit.batches add column if not exists source_seq bigint;
+do $$ begin  -- ALTER only when needed: it waits for every reader of the ledger
+  if not exists (select from pg_attribute where attrelid = 'audit.batches'::regclass
+                 and attname = 'source_seq' and not attisdropped) then
+    alter table audit.batches add column source_seq bigint;
+  end if;
+end $$;
 create sequence if not exists audit.publish_seq;
 create table if not exists audit.dq_results (
     run_id uuid not null,
@@ -375,33 +381,67 @@ def _cols(names: Sequence[str]) -> sql.Composable:
 def _replace_if_changed(
     conn: psycopg.Connection, schema: str, name: str, declared: dict[str, tuple[str, bool]]
 ) -> None:
-    """A dev working table (refilled every run) whose declaration changed is simply dropped,
-    with the dev views on it; the caller creates it again."""
+    """A dev working table (refilled every run) whose declaration changed is dropped, with
+    Strata's dev views on it; the caller creates it again."""
     if column_differences(table_columns(conn, schema, name), declared):
-        conn.execute(sql.SQL("drop table {} cascade").format(_ident(schema, name)))
+        _drop_table(conn, schema, name)
+
+
+def _ours() -> tuple[str, ...]:
+    """Schemas whose views Strata re-creates itself: ``dev.next_*``, the reporting views and
+    governance's coarse views."""
+    from governance.model import load_declaration
+
+    return ("dev", "reporting", load_declaration().coarse_schema)
+
+
+def _readers(conn: psycopg.Connection, schema: str, table: str) -> list[tuple[str, str, str]]:
+    """(schema, name, relkind) of every view reading ``schema.table``, directly or through
+    other views; those reading others come first (the order they can be dropped in)."""
+    rows = conn.execute(
+        "with recursive readers(oid, depth) as ("
+        "  select r.ev_class, 1 from pg_depend as d join pg_rewrite as r on r.oid = d.objid"
+        "  where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_class'::regclass"
+        "    and d.refobjid = %(table)s::regclass and r.ev_class <> d.refobjid"
+        "  union all"
+        "  select r.ev_class, readers.depth + 1 from readers"
+        "  join pg_depend as d on d.refobjid = readers.oid"
+        "    and d.refclassid = 'pg_class'::regclass and d.classid = 'pg_rewrite'::regclass"
+        "  join pg_rewrite as r on r.oid = d.objid"
+        "  where r.ev_class <> readers.oid and readers.depth < 64"
+        ") select n.nspname::text, c.relname::text, c.relkind::text from readers"
+        " join pg_class as c on c.oid = readers.oid"
+        " join pg_namespace as n on n.oid = c.relnamespace"
+        " group by 1, 2, 3 order by max(readers.depth) desc, 1, 2",
+        {"table": f'"{schema}"."{table}"'},
+    ).fetchall()
+    return [(nsp, name, kind) for nsp, name, kind in rows]
 
 
 def _views_of_others(conn: psycopg.Connection, table: str) -> list[str]:
-    """Views that read ``prod.<table>`` (directly or through other views) and that Strata does
-    not re-create itself (``dev.next_*``, the reporting views, governance's coarse views): a
-    ``drop … cascade`` would lose them."""
-    from governance.model import load_declaration
+    """Views reading ``prod.<table>`` that Strata does not re-create itself (checked before a
+    run re-creates the table, so that the run stops early, naming them)."""
+    ours = _ours()
+    return [f"{n}.{v}" for n, v, _ in _readers(conn, "prod", table) if n not in ours]
 
-    ours = ["dev", "reporting", load_declaration().coarse_schema]
-    rows = conn.execute(
-        "with recursive readers(oid) as ("
-        "  select r.ev_class from pg_depend as d join pg_rewrite as r on r.oid = d.objid"
-        "  where d.classid = 'pg_rewrite'::regclass and d.refobjid = %s::regclass"
-        "  union"
-        "  select r.ev_class from readers join pg_depend as d on d.refobjid = readers.oid"
-        "  join pg_rewrite as r on r.oid = d.objid where d.classid = 'pg_rewrite'::regclass"
-        ") select distinct format('%%I.%%I', n.nspname, c.relname) from readers"
-        " join pg_class as c on c.oid = readers.oid"
-        " join pg_namespace as n on n.oid = c.relnamespace"
-        " where c.oid <> %s::regclass and n.nspname <> all(%s) order by 1",
-        (f'prod."{table}"', f'prod."{table}"', ours),
-    ).fetchall()
-    return [name for (name,) in rows]
+
+def _drop_table(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """Drop a table to create it again as declared: first Strata's own views on it, then the
+    table, never with CASCADE — whatever else depends on it (a person's view or function, a
+    foreign key from their table) makes PostgreSQL refuse, and the error names it."""
+    ours = _ours()
+    try:
+        for nsp, name, kind in _readers(conn, schema, table):
+            if nsp in ours:
+                what = "materialized view" if kind == "m" else "view"
+                conn.execute(sql.SQL(f"drop {what} if exists {{}}").format(_ident(nsp, name)))
+        conn.execute(sql.SQL("drop table {}").format(_ident(schema, table)))
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        raise ConfigError(
+            f"{schema}.{table} must be created again as now declared, but objects that are"
+            f" not Strata's depend on it: {(exc.diag.message_detail or str(exc)).strip()}."
+            " Strata drops only its own; save and drop those, then run again."
+        ) from exc
 
 
 def _create_prod(conn: psycopg.Connection, spec: TableSpec) -> None:
@@ -454,17 +494,18 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
             spec.create_sql("dev", primary_key=False, not_null=False, name=f"void_{spec.name}")
         )
         if changes := spec.differences(conn, "prod", PROD_COLUMNS):
-            prod = _ident("prod", spec.name)
-            if readers := _views_of_others(conn, spec.name):
-                conn.rollback()
+            empty = _is_empty(conn, _ident("prod", spec.name))
+            if (empty or full_refresh) and (readers := _views_of_others(conn, spec.name)):
+                conn.rollback()  # stop before the run's work, not at its publish
                 raise ConfigError(
                     f"{layer.name}: {layer.database}.prod.{spec.name} must be created again as"
                     f" {spec.path} now declares it ({'; '.join(changes)}), and views that are"
                     f" not Strata's read it: {', '.join(readers)}. Strata drops only its own"
                     " views; save and drop these, then run again."
                 )
-            if _is_empty(conn, prod):  # nothing to keep: created again below
-                conn.execute(sql.SQL("drop table {} cascade").format(prod))
+            if empty:  # nothing to keep: created again below
+                _drop_foreign_keys(conn, layer, {spec.name})
+                _drop_table(conn, "prod", spec.name)
             else:
                 rebuild.add(spec.name)
                 stale.append(
@@ -480,6 +521,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
             " rebuilds such tables as declared (in the publish transaction, from everything"
             " upstream); or restore the declarations."
         )
+    _drop_foreign_keys(conn, layer, undeclared_only=True)
     _add_foreign_keys(conn, layer, skip=rebuild)
     conn.commit()
     return rebuild
@@ -492,19 +534,24 @@ def _next_views(conn: psycopg.Connection, layer: Layer, prod_of: Callable[[str],
         match = sql.SQL(" and ").join(
             sql.SQL("d.{0} = p.{0}").format(sql.Identifier(c)) for c in spec.merge_on
         )
-        conn.execute(
-            sql.SQL(
-                "create or replace view {view} as select {cols} from {prod} as p"
-                " where not exists (select 1 from {dev} as d where {match})"
-                " union all select {cols} from {dev}"
-            ).format(
-                view=_ident("dev", f"next_{spec.name}"),
-                cols=_cols(spec.column_names),
-                prod=sql.SQL(prod_of(spec.name)),
-                dev=_ident("dev", spec.name),
-                match=match,
-            )
+        view = _ident("dev", f"next_{spec.name}")
+        body = sql.SQL(
+            "view {view} as select {cols} from {prod} as p"
+            " where not exists (select 1 from {dev} as d where {match})"
+            " union all select {cols} from {dev}"
+        ).format(
+            view=view,
+            cols=_cols(spec.column_names),
+            prod=sql.SQL(prod_of(spec.name)),
+            dev=_ident("dev", spec.name),
+            match=match,
         )
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("create or replace {}").format(body))
+        except psycopg.errors.InvalidTableDefinition:  # its columns changed: a new view
+            conn.execute(sql.SQL("drop view {}").format(view))
+            conn.execute(sql.SQL("create {}").format(body))
 
 
 # ---------------------------------------------------------------- checks
@@ -938,11 +985,32 @@ def _add_foreign_keys(conn: psycopg.Connection, layer: Layer, skip: Iterable[str
             )
 
 
-def _drop_foreign_keys(conn: psycopg.Connection, layer: Layer) -> None:
-    for spec, column, _, _ in _foreign_keys(layer):
+def _drop_foreign_keys(
+    conn: psycopg.Connection,
+    layer: Layer,
+    tables: Iterable[str] | None = None,
+    *,
+    undeclared_only: bool = False,
+) -> None:
+    """Drop foreign keys of the layer's prod tables: all of them (a bulk publish adds the
+    declared ones again), those on or to ``tables``, or those no longer declared."""
+    declared = {_fk_name(spec, column) for spec, column, _, _ in _foreign_keys(layer)}
+    wanted = None if tables is None else set(tables)
+    for table, name, referenced in conn.execute(
+        "select t.relname::text, c.conname::text, f.relname::text from pg_constraint as c"
+        " join pg_class as t on t.oid = c.conrelid"
+        " join pg_namespace as n on n.oid = t.relnamespace"
+        " join pg_class as f on f.oid = c.confrelid"
+        " where c.contype = 'f' and n.nspname = 'prod' and t.relname = any(%s)",
+        ([spec.name for spec in filter(published, layer.tables)],),
+    ).fetchall():
+        if wanted is not None and not {table, referenced} & wanted:
+            continue
+        if undeclared_only and name in declared:
+            continue
         conn.execute(
-            sql.SQL("alter table {} drop constraint if exists {}").format(
-                _ident("prod", spec.name), sql.Identifier(_fk_name(spec, column))
+            sql.SQL("alter table {} drop constraint {}").format(
+                _ident("prod", table), sql.Identifier(name)
             )
         )
 
@@ -985,13 +1053,13 @@ def _publish(
     dependent views go with them: coarse views come back with the governance trigger, the
     reporting views with the presentation stage)."""
     (seq,) = conn.execute("select nextval('audit.publish_seq')").fetchone()
-    for name in sorted(rebuild):
-        conn.execute(sql.SQL("drop table {} cascade").format(_ident("prod", name)))
-        _create_prod(conn, layer.table(name))
     tables = list(filter(published, layer.tables))
     bulk = {s.name for s in tables if _is_bulk(conn, s, built.get(s.name, 0), full_refresh)}
-    if bulk:
+    if bulk or rebuild:
         _drop_foreign_keys(conn, layer)  # re-added below, validated in one query each
+    for name in sorted(rebuild):
+        _drop_table(conn, "prod", name)
+        _create_prod(conn, layer.table(name))
     for spec in tables:
         prod, dev = _ident("prod", spec.name), _ident("dev", spec.name)
         recreate = _drop_indexes(conn, spec) if spec.name in bulk else []
@@ -1027,9 +1095,11 @@ def _publish(
         if recreate:
             conn.execute(sql.SQL("analyze {}").format(prod))
         clock.lap(f"publish.{spec.name}")
-    if bulk:
+    if bulk or rebuild:
         _add_foreign_keys(conn, layer)
         clock.lap("publish.foreign_keys")
+    if rebuild and layer.database == PRESENTATION_DATABASE:
+        _create_presentation(conn)  # dropped with the tables they read: back in this transaction
     if full_refresh:
         conn.execute("delete from audit.batches where layer = %s", (layer.name,))
     with conn.cursor() as cur:
@@ -1244,30 +1314,36 @@ def layer_status(conn: psycopg.Connection, name: str) -> dict:
 
 def apply_presentation(settings: Settings, log: RunLog | None = None) -> list[str]:
     """(Re)create the ``dwh_db.reporting`` views, all in one transaction."""
-    names: list[str] = []
-    with connect(settings, "dwh_db") as conn:
-        for folder in sorted((ROOT / PRESENTATION_FOLDER).iterdir()):
-            view_sql = folder / "view.sql"
-            if not view_sql.is_file():
-                continue
-            meta = yaml.safe_load((folder / "view.yaml").read_text(encoding="utf-8"))
-            view = _ident("reporting", meta["name"])
-            conn.execute(sql.SQL("drop view if exists {}").format(view))
-            try:
-                conn.execute(
-                    sql.SQL("create view {} as {}").format(
-                        view, sql.SQL(view_sql.read_text(encoding="utf-8"))  # type: ignore[arg-type]
-                    )
-                )
-            except psycopg.Error as exc:
-                raise StrataError(f"{view_sql}: {str(exc).strip()}") from exc
-            conn.execute(
-                sql.SQL("comment on view {} is {}").format(
-                    view, sql.Literal(meta.get("description", "").strip())
-                )
-            )
-            names.append(meta["name"])
+    with connect(settings, PRESENTATION_DATABASE) as conn:
+        names = _create_presentation(conn)
         conn.commit()
     if log:
         log.event("presentation.views", views=names)
+    return names
+
+
+def _create_presentation(conn: psycopg.Connection) -> list[str]:
+    """The reporting views, dropped and created again in the caller's transaction."""
+    names: list[str] = []
+    for folder in sorted((ROOT / PRESENTATION_FOLDER).iterdir()):
+        view_sql = folder / "view.sql"
+        if not view_sql.is_file():
+            continue
+        meta = yaml.safe_load((folder / "view.yaml").read_text(encoding="utf-8"))
+        view = _ident("reporting", meta["name"])
+        conn.execute(sql.SQL("drop view if exists {}").format(view))
+        try:
+            conn.execute(
+                sql.SQL("create view {} as {}").format(
+                    view, sql.SQL(view_sql.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                )
+            )
+        except psycopg.Error as exc:
+            raise StrataError(f"{view_sql}: {str(exc).strip()}") from exc
+        conn.execute(
+            sql.SQL("comment on view {} is {}").format(
+                view, sql.Literal(meta.get("description", "").strip())
+            )
+        )
+        names.append(meta["name"])
     return names

@@ -201,9 +201,11 @@ class TableSpec:
 
 
 def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, tuple[str, bool]]:
-    """name → (type as the catalog spells it, not null) of a table; empty when it is missing."""
+    """name → (type as the catalog spells it, not null) of a table; empty when it is missing.
+    Sizes and precisions (``numeric(12,3)``) count where ``declared_columns`` can read them."""
+    typmod = "a.atttypmod" if _reads_typmods(conn) else "null"
     rows = conn.execute(
-        "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull"
+        f"select a.attname::text, format_type(a.atttypid, {typmod}), a.attnotnull"
         " from pg_attribute as a where a.attrelid = to_regclass(%s) and a.attnum > 0"
         " and not a.attisdropped order by a.attnum",
         (f'"{schema}"."{name}"',),
@@ -211,14 +213,21 @@ def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str,
     return {column: (pg_type, not_null) for column, pg_type, not_null in rows}
 
 
+def _reads_typmods(conn: psycopg.Connection) -> bool:
+    """PostgreSQL 17 reads a declared type's size or precision (``to_regtypemod``); before
+    it, both sides of the comparison leave them out."""
+    return conn.info.server_version >= 170000
+
+
 def declared_columns(
     conn: psycopg.Connection, columns: list[tuple[str, str, bool]]
 ) -> dict[str, tuple[str, bool]]:
     """(name, declared PostgreSQL type, not null) → the form ``table_columns`` reads back: the
     server spells the types (``timestamptz`` is ``timestamp with time zone``)."""
+    typmod = "to_regtypemod(t)" if _reads_typmods(conn) else "null"
     spelled = dict(
         conn.execute(
-            "select t, format_type(to_regtype(t), null) from unnest(%s::text[]) as t",
+            f"select t, format_type(to_regtype(t), {typmod}) from unnest(%s::text[]) as t",
             (sorted({pg_type for _, pg_type, _ in columns}),),
         ).fetchall()
     )

@@ -4,7 +4,9 @@ The batches to load are the lake ledger's entries not yet in ``audit.batches`` f
 ``raw``. A group of batches is copied and recorded in ``audit.batches`` in ONE transaction, so
 a crash at any instant leaves either all of a group or none of it; the rerun loads what is
 missing. ``full_refresh`` empties ``raw.events`` and its ledger in the same transaction as the
-first reload, so readers never see a half-empty raw layer.
+first reloaded group, so readers never see the raw layer empty; they do see it partly
+reloaded (the rows of the groups committed so far, each with its ledger entries) until the
+reload ends — a crash in between leaves it so, and the rerun loads the rest.
 """
 
 from __future__ import annotations

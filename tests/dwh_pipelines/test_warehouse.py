@@ -31,7 +31,7 @@ from strata.errors import ConfigError, StrataError
 from strata.pipeline import run
 from strata.runlog import RunLog
 from strata.settings import Settings
-from strata.tables import table_columns
+from strata.tables import column_differences, declared_columns, table_columns
 from tests.dwh_pipelines.fleets import (
     LAYER_DBS,
     assert_answer_is,
@@ -443,10 +443,12 @@ def test_declaration_mistakes_name_their_file(empty: Settings, tmp_path: Path) -
     assert checksums(settings) == before
 
 
-def _refused_untouched(settings: Settings, layer: Layer, message: str, before: dict) -> None:
+def _refused_untouched(
+    settings: Settings, layer: Layer, message: str, before: dict, full_refresh: bool = False
+) -> None:
     """The layer's run stops on its declarations, and no prod table changed."""
     with RunLog(settings, uuid.uuid4()) as log, pytest.raises(ConfigError, match=message):
-        run_layer(settings, layer, uuid.uuid4(), log)
+        run_layer(settings, layer, uuid.uuid4(), log, full_refresh=full_refresh)
     assert checksums(settings) == before
 
 
@@ -520,22 +522,42 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
         before,
     )
 
-    # a person's view on the table would be lost by re-creating it: named, nothing dropped
-    with connect(settings, "staging_db") as conn:
-        conn.execute("create view sandbox.my_events as select event_key from prod.stg_events")
-        conn.execute("create view sandbox.my_count as select count(*) from sandbox.my_events")
-    with (
-        RunLog(settings, uuid.uuid4()) as log,
-        pytest.raises(
-            ConfigError,
-            match=r"prod\.stg_events must be created again .* views that are not Strata's read"
-            r" it: sandbox\.my_count, sandbox\.my_events\. Strata drops only its own views",
-        ),
-    ):
-        run_layer(settings, changed, uuid.uuid4(), log, full_refresh=True)
-    assert checksums(settings) == before
-    with connect(settings, "staging_db") as conn:
-        conn.execute("drop view sandbox.my_count, sandbox.my_events")
+    # people's objects that re-creating the tables would drop stop the run, named, and stay:
+    # a view on the dev candidate, views on prod (both found before the run's work), a
+    # function (found by PostgreSQL at the publish)
+    people = {
+        r"dev\.stg_events must be created again .*sandbox\.my_candidate": [
+            "create view sandbox.my_candidate as select event_key from dev.stg_events"
+        ],
+        r"prod\.stg_events must be created again .* views that are not Strata's read it:"
+        r" sandbox\.my_count, sandbox\.my_events\. Strata drops only its own views": [
+            "create view sandbox.my_events as select event_key from prod.stg_events",
+            "create view sandbox.my_count as select count(*) from sandbox.my_events",
+        ],
+        r"prod\.stg_events must be created again as now declared, but objects that are not"
+        r" Strata's depend on it: .*sandbox\.events_count": [
+            "create function sandbox.events_count() returns bigint language sql stable"
+            " return (select count(*) from prod.stg_events)"
+        ],
+    }
+    for message, statements in people.items():
+        with connect(settings, "staging_db") as conn:
+            for statement in statements:
+                conn.execute(statement)
+        _refused_untouched(settings, changed, message, before, full_refresh=True)
+        with connect(settings, "staging_db") as conn:
+            kept = (
+                conn.execute(
+                    "select count(*) from pg_class where relnamespace = 'sandbox'::regnamespace"
+                ).fetchone()[0]
+                + conn.execute(
+                    "select count(*) from pg_proc where pronamespace = 'sandbox'::regnamespace"
+                ).fetchone()[0]
+            )
+            assert kept == len(statements), message
+            conn.execute("drop view if exists sandbox.my_count, sandbox.my_events")
+            conn.execute("drop view if exists sandbox.my_candidate")
+            conn.execute("drop function if exists sandbox.events_count()")
 
     run_id = uuid.uuid4()
     with RunLog(settings, run_id) as log:
@@ -561,3 +583,98 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
     assert run(settings, full_refresh=True).stages["staging"]["rebuilt"] == ["stg_events"]
     assert checksums(settings) == before
     assert not governance.check(settings).differences
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def test_a_dwh_rebuild_keeps_the_reporting_views_and_drops_undeclared_keys(
+    empty: Settings, tmp_path: Path
+) -> None:
+    settings = loaded(empty, tmp_path / "source", organizations=2, vehicles=3, minutes=8, seed=7)
+    governance.apply(settings)
+    before, answer = checksums(settings), published_answer(settings)
+    dwh = layer_named("dwh")
+    folder = tmp_path / "L4_dwh_layer"
+    shutil.copytree(dwh.folder, folder)
+    # dim_time.day_part becomes nullable (a rebuild), the location facts stop referencing
+    # dim_time (a foreign key to drop), dim_organization lists two columns the other way round
+    _edit(
+        folder / "dim_time" / "table.yaml",
+        "day_part, type: text, nullable: false",
+        "day_part, type: text, nullable: true",
+    )
+    _edit(
+        folder / "fct_vehicle_location_updates" / "table.yaml",
+        "nullable: false, references: dim_time.time_sk,",
+        "nullable: false,",
+    )
+    organization = folder / "dim_organization"
+    first = '  - {name: first_seen_at, type: timestamptz, nullable: false, description: "its earliest event"}\n'
+    last = '  - {name: last_seen_at, type: timestamptz, nullable: false, description: "its latest event"}\n'
+    _edit(organization / "table.yaml", first + last, last + first)
+    _edit(
+        organization / "transform.sql", "first_seen_at, last_seen_at", "last_seen_at, first_seen_at"
+    )
+    views = (
+        "select array_agg(format('%I.%I', schemaname, viewname) order by schemaname, viewname)"
+        " from pg_views"
+        " where schemaname in ('reporting', 'coarse')"
+    )
+    keys = (
+        "select array_agg(conname::text order by conname) from pg_constraint"
+        " where contype = 'f' and connamespace = 'prod'::regnamespace"
+    )
+    with connect(settings, "dwh_db") as conn:
+        views_before, keys_before = (
+            conn.execute(views).fetchone()[0],
+            conn.execute(keys).fetchone()[0],
+        )
+    assert "fct_vehicle_location_updates_time_sk_fkey" in keys_before
+
+    run_id = uuid.uuid4()
+    with RunLog(settings, run_id) as log:
+        result = run_layer(
+            settings, _load_layer(folder, dwh.upstream), run_id, log, full_refresh=True
+        )
+    assert result.details["rebuilt"] == ["dim_time"]
+    with connect(settings, "dwh_db") as conn:  # right after the dwh publish: no presentation yet
+        assert conn.execute(views).fetchone()[0] == views_before
+        assert conn.execute(keys).fetchone()[0] == sorted(
+            set(keys_before) - {"fct_vehicle_location_updates_time_sk_fkey"}
+        )
+        assert table_columns(conn, "prod", "dim_time")["day_part"] == ("text", False)
+    assert published_answer(settings) == answer
+    assert not governance.check(settings).differences
+
+    # the declared layers bring every table, key and view back, to the same content
+    run(settings, full_refresh=True)
+    assert checksums(settings) == before
+    with connect(settings, "dwh_db") as conn:
+        assert conn.execute(keys).fetchone()[0] == keys_before
+    assert not governance.check(settings).differences
+
+
+def test_declared_types_compare_with_their_size_and_precision(services: Settings) -> None:
+    columns = [("a", "numeric(12,3)"), ("b", "varchar(64)"), ("c", "timestamptz(3)"), ("d", "int")]
+    with connect(services, "staging_db") as conn:
+        conn.execute(
+            "create temp table sized (a numeric(12,3), b varchar(64), c timestamptz(3), d int)"
+        )
+        (schema,) = conn.execute(
+            "select nspname from pg_namespace where oid = pg_my_temp_schema()"
+        ).fetchone()
+        actual = table_columns(conn, schema, "sized")
+        assert (
+            column_differences(actual, declared_columns(conn, [(n, t, False) for n, t in columns]))
+            == []
+        )
+        wider = declared_columns(
+            conn, [(n, "numeric(14,3)" if n == "a" else t, False) for n, t in columns]
+        )
+        assert column_differences(actual, wider) == [
+            "column a is declared numeric(14,3) but is numeric(12,3)"
+        ]
