@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     s3_port: int | None = Field(None, ge=1, le=65535, description="Embedded S3 port.")
 
     log_keep: int = Field(20, ge=1, description="Run log files kept under $STRATA_HOME/logs.")
+    lock_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a publish waits for readers' open transactions."
+    )
     environment: str = Field(
         "embedded", min_length=1, description="Recorded with every run in audit.etl_runs."
     )

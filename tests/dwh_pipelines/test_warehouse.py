@@ -678,3 +678,29 @@ def test_declared_types_compare_with_their_size_and_precision(services: Settings
         assert column_differences(actual, wider) == [
             "column a is declared numeric(14,3) but is numeric(12,3)"
         ]
+
+
+def test_a_publish_gives_up_on_a_reader_that_keeps_its_transaction_open(
+    empty: Settings, tmp_path: Path
+) -> None:
+    settings = loaded(empty, tmp_path / "source", organizations=1, vehicles=2, minutes=5, seed=8)
+    before = checksums(settings)
+    impatient = settings.model_copy(update={"lock_timeout_s": 0.5})
+    staging = layer_named("staging")
+    with connect(settings, "staging_db") as reader:  # e.g. an analyst's client, left open
+        reader.execute("select count(*) from prod.stg_events").fetchone()
+        (pid,) = reader.execute("select pg_backend_pid()").fetchone()
+        with (
+            RunLog(impatient, uuid.uuid4()) as log,
+            pytest.raises(
+                StrataError,
+                match=rf"staging: the publish waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) for other"
+                rf" sessions to let go of staging_db\.prod; nothing was published\. Holding"
+                rf" locks there now: pid {pid} \(.*idle in transaction",
+            ),
+        ):
+            run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
+        assert checksums(settings) == before
+    with RunLog(impatient, uuid.uuid4()) as log:  # the reader has gone: it proceeds
+        run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
+    assert checksums(settings) == before
