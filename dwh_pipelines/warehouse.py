@@ -1274,7 +1274,12 @@ def _lock_holders(conn: psycopg.Connection) -> str:
     ).fetchall()
     conn.rollback()
     return "; ".join(
-        f"pid {pid} ({user}, {state}, transaction open {age}, last query: {query!r})"
+        f"pid {pid} ({user}, "
+        + (
+            f"{state}, transaction open {age}, last query: {query!r})"
+            if state is not None  # the rest of pg_stat_activity needs pg_read_all_stats
+            else "more with pg_read_all_stats)"
+        )
         for pid, user, state, age, query in rows
     )
 

@@ -696,7 +696,8 @@ def test_a_publish_gives_up_on_a_reader_that_keeps_its_transaction_open(
                 StrataError,
                 match=rf"staging: the publish waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) for other"
                 rf" sessions to let go of staging_db\.prod; nothing was published\. Holding"
-                rf" locks there now: pid {pid} \(.*idle in transaction",
+                rf" locks there now: pid {pid} \(\w+, (idle in transaction|more with"
+                rf" pg_read_all_stats)",
             ),
         ):
             run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
