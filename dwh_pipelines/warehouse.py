@@ -1306,9 +1306,11 @@ def _after_publish(conn: psycopg.Connection, layer: Layer, result: LayerResult, 
 
 
 def layer_status(conn: psycopg.Connection, name: str) -> dict:
-    """Rows per table and environment, and the checks of the layer's latest gate."""
+    """Rows per table and environment, the checks of the layer's latest gate, and prod tables
+    that are not as declared (changed declarations) or not declared at all (removed ones)."""
     layer = layer_named(name)
     tables: dict[str, dict[str, int]] = {"dev": {}, "prod": {}}
+    not_as_declared: dict[str, list[str]] = {}
     for spec in layer.tables:
         for env in ("dev", "prod") if published(spec) else ("dev",):
             if conn.execute("select to_regclass(%s)", (f"{env}.{spec.name}",)).fetchone()[0]:
@@ -1316,6 +1318,17 @@ def layer_status(conn: psycopg.Connection, name: str) -> dict:
                     sql.SQL("select count(*) from {}").format(_ident(env, spec.name))
                 ).fetchone()
                 tables[env][spec.name] = rows
+        if published(spec) and (changes := spec.differences(conn, "prod", PROD_COLUMNS)):
+            not_as_declared[spec.name] = changes
+    declared = [spec.name for spec in layer.tables if published(spec)]
+    not_declared = [
+        table
+        for (table,) in conn.execute(
+            "select relname::text from pg_class where relnamespace = to_regnamespace('prod')"
+            " and relkind in ('r', 'p') and relname <> all(%s) order by 1",
+            (declared,),
+        )
+    ]
     checks: dict = {}
     if conn.execute("select to_regclass('audit.dq_results')").fetchone()[0]:
         latest = conn.execute(
@@ -1348,7 +1361,12 @@ def layer_status(conn: psycopg.Connection, name: str) -> dict:
                 "not_passing": failing,
             }
     conn.commit()
-    return {"tables": tables, "checks": checks}
+    return {
+        "tables": tables,
+        "checks": checks,
+        "not_as_declared": not_as_declared,
+        "not_declared": not_declared,
+    }
 
 
 def apply_presentation(settings: Settings, log: RunLog | None = None) -> list[str]:

@@ -106,6 +106,18 @@ def _print_status(info: dict) -> None:
                 f" {checks['warn']} warn, {checks['fail']} fail{bad}",
                 soft_wrap=True,
             )
+        for table, changes in counts.get("not_as_declared", {}).items():
+            out.print(
+                f"  {'':<15}   [yellow]prod.{table} is not as declared[/yellow]"
+                f" ({'; '.join(changes)}): `strata run --full-refresh` rebuilds it",
+                soft_wrap=True,
+            )
+        if undeclared := counts.get("not_declared"):
+            out.print(
+                f"  {'':<15}   [yellow]not declared any more[/yellow]:"
+                f" {', '.join('prod.' + t for t in undeclared)} (drop once nothing reads them)",
+                soft_wrap=True,
+            )
 
 
 @app.command()

@@ -579,10 +579,25 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
     # the rebuilt table is governed as before: grants and its coarse view, as declared
     assert not governance.check(settings).differences
 
+    # `strata status`, which knows the declared layers, says what is not as declared
+    with connect(settings, "staging_db") as conn:
+        conn.execute("create table prod.retired_events (event_key text)")
+    status = run_cli("status", home=settings.home).stdout
+    assert (
+        "prod.stg_events is not as declared (column line_number is declared integer but is"
+        " bigint; column event_hour is no longer declared): `strata run --full-refresh`"
+        " rebuilds it"
+    ) in " ".join(status.split())
+    assert "not declared any more: prod.retired_events (drop once nothing reads them)" in status
+    with connect(settings, "staging_db") as conn:
+        conn.execute("drop table prod.retired_events")
+
     # the declared layers rebuild it back, to the same content
     assert run(settings, full_refresh=True).stages["staging"]["rebuilt"] == ["stg_events"]
     assert checksums(settings) == before
     assert not governance.check(settings).differences
+    status = run_cli("status", home=settings.home).stdout
+    assert "not as declared" not in status and "not declared any more" not in status
 
 
 def _edit(path: Path, old: str, new: str) -> None:
