@@ -49,6 +49,7 @@ from strata.audit import audited_step
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.faults import checkpoint
+from strata.locks import waiting_at_most
 from strata.profiling import publish_metrics, sql_metrics
 from strata.runlog import RunLog
 from strata.settings import Settings
@@ -1211,25 +1212,11 @@ def run_layer(
                 " the results in audit.dq_results; `strata reject-batch BATCH_ID` sets a bad"
                 " batch aside."
             )
-        # 4. publish: a bulk publish needs its tables alone; it waits for readers' open
-        # transactions at most lock_timeout_s, then gives up with nothing published
-        conn.execute(
-            sql.SQL("set local lock_timeout = {}").format(
-                sql.Literal(f"{int(settings.lock_timeout_s * 1000)}ms")
-            )
-        )
-        try:
+        # 4. publish (a bulk one needs its tables alone: it waits for readers at most so long)
+        with waiting_at_most(conn, settings, "prod", f"{layer.name}: the publish"):
             seq = _publish(
                 conn, layer, batches, run_id, full_refresh, result.rows_out, clock, rebuild
             )
-        except psycopg.errors.LockNotAvailable as exc:
-            conn.rollback()
-            raise StrataError(
-                f"{layer.name}: the publish waited {settings.lock_timeout_s:g} s"
-                f" (STRATA_LOCK_TIMEOUT_S) for other sessions to let go of"
-                f" {layer.database}.prod; nothing was published. Holding locks there now:"
-                f" {_lock_holders(conn) or 'none any more'}. Run again once they end."
-            ) from exc
         checkpoint(f"{prefix}.publish")
         conn.commit()
         clock.lap("publish.commit")
@@ -1260,28 +1247,6 @@ def run_layer(
         }
         _after_publish(conn, layer, result, stats)
     return result
-
-
-def _lock_holders(conn: psycopg.Connection) -> str:
-    """Other sessions holding locks on prod tables, as a person would look them up."""
-    rows = conn.execute(
-        "select distinct a.pid, a.usename::text, a.state,"
-        " date_trunc('second', now() - a.xact_start)::text, left(a.query, 60)"
-        " from pg_locks as l join pg_stat_activity as a on a.pid = l.pid"
-        " join pg_class as c on c.oid = l.relation"
-        " where c.relnamespace = 'prod'::regnamespace and l.granted"
-        " and a.pid <> pg_backend_pid() order by 1"
-    ).fetchall()
-    conn.rollback()
-    return "; ".join(
-        f"pid {pid} ({user}, "
-        + (
-            f"{state}, transaction open {age}, last query: {query!r})"
-            if state is not None  # the rest of pg_stat_activity needs pg_read_all_stats
-            else "more with pg_read_all_stats)"
-        )
-        for pid, user, state, age, query in rows
-    )
 
 
 def _after_publish(conn: psycopg.Connection, layer: Layer, result: LayerResult, stats) -> None:  # type: ignore[no-untyped-def]

@@ -1,9 +1,13 @@
-"""One run at a time: a PostgreSQL advisory lock held for the whole run."""
+"""One run at a time: a PostgreSQL advisory lock held for the whole run. And no run that
+hangs on another session's open transaction: ``waiting_at_most``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
 
 from strata.db import connect
 from strata.errors import StrataError
@@ -23,3 +27,51 @@ def run_lock(settings: Settings) -> Iterator[None]:
             yield
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+
+
+@contextmanager
+def waiting_at_most(
+    conn: psycopg.Connection, settings: Settings, schema: str, what: str
+) -> Iterator[None]:
+    """Statements of the caller's transaction that need ``schema``'s tables alone (dropping
+    indexes, truncating) wait for other sessions' open transactions at most
+    ``STRATA_LOCK_TIMEOUT_S``; then the transaction is rolled back and the error names the
+    sessions holding locks there — and readers never queue behind a waiting run for longer."""
+    conn.execute(
+        sql.SQL("set local lock_timeout = {}").format(
+            sql.Literal(f"{int(settings.lock_timeout_s * 1000)}ms")
+        )
+    )
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as exc:
+        conn.rollback()
+        raise StrataError(
+            f"{what} waited {settings.lock_timeout_s:g} s (STRATA_LOCK_TIMEOUT_S) for other"
+            f" sessions to let go of {conn.info.dbname}.{schema}; nothing was published."
+            f" Holding locks there now: {lock_holders(conn, schema) or 'none any more'}."
+            " Run again once they end."
+        ) from exc
+
+
+def lock_holders(conn: psycopg.Connection, schema: str) -> str:
+    """Other sessions holding locks on ``schema``'s tables, as a person would look them up."""
+    rows = conn.execute(
+        "select distinct a.pid, a.usename::text, a.state,"
+        " date_trunc('second', now() - a.xact_start)::text, left(a.query, 60)"
+        " from pg_locks as l join pg_stat_activity as a on a.pid = l.pid"
+        " join pg_class as c on c.oid = l.relation"
+        " where c.relnamespace = to_regnamespace(%s) and l.granted"
+        " and a.pid <> pg_backend_pid() order by 1",
+        (schema,),
+    ).fetchall()
+    conn.rollback()
+    return "; ".join(
+        f"pid {pid} ({user}, "
+        + (
+            f"{state}, transaction open {age}, last query: {query!r})"
+            if state is not None  # the rest of pg_stat_activity needs pg_read_all_stats
+            else "more with pg_read_all_stats)"
+        )
+        for pid, user, state, age, query in rows
+    )

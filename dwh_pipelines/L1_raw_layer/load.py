@@ -27,6 +27,7 @@ from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.faults import checkpoint
+from strata.locks import waiting_at_most
 from strata.objectstore import open_store
 from strata.profiling import Profiler
 from strata.runlog import RunLog
@@ -195,11 +196,12 @@ def load(
         stats.previous_watermark = f"{previous} batches applied"
         conn.commit()
         if full_refresh:
-            conn.execute(
-                sql.SQL("truncate {}.{}").format(
-                    sql.Identifier(SCHEMA), sql.Identifier(EVENTS.name)
+            with waiting_at_most(conn, settings, SCHEMA, "raw: the full refresh"):
+                conn.execute(
+                    sql.SQL("truncate {}.{}").format(
+                        sql.Identifier(SCHEMA), sql.Identifier(EVENTS.name)
+                    )
                 )
-            )
             conn.execute("delete from audit.batches where layer = %s", (LAYER,))
             # no commit: the emptying commits with the first reloaded group
 

@@ -573,3 +573,26 @@ def test_raw_table_unlike_its_declaration_stops_the_run_untouched(
         conn.execute("alter table raw.events drop column note")
         conn.execute("alter table raw.events alter column line_number type integer")
     assert run(warehouse).stages["raw"]["rows_loaded"] == late_bytes.count(b"\n")
+
+
+def test_a_full_refresh_gives_up_on_a_reader_that_keeps_its_transaction_open(
+    warehouse: Settings, tmp_path: Path
+) -> None:
+    source = open_store(warehouse.source_url, warehouse)
+    simulate(SimulationConfig(vehicles=2, minutes=3, seed=15), source, tmp_path)
+    run(warehouse, until="raw")
+    before = _checksum(warehouse)
+    impatient = warehouse.model_copy(update={"lock_timeout_s": 0.5})
+    with connect(warehouse, "raw_db") as reader:  # e.g. an engineer's client, left open
+        reader.execute("select count(*) from raw.events").fetchone()
+        (pid,) = reader.execute("select pg_backend_pid()").fetchone()
+        with pytest.raises(
+            StrataError,
+            match=rf"raw: the full refresh waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) for other"
+            rf" sessions to let go of raw_db\.raw; nothing was published\. Holding locks there"
+            rf" now: pid {pid} \(",
+        ):
+            run(impatient, full_refresh=True, until="raw")
+        assert _checksum(warehouse) == before
+    run(impatient, full_refresh=True, until="raw")  # the reader has gone: it proceeds
+    assert _checksum(warehouse) == before
