@@ -79,6 +79,11 @@ def arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--defects", action="store_true", help="inject the simulator's defects")
-    parser.add_argument("--runs", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument(
+        "--runs",
+        type=lambda text: max(1, int(text)),
+        default=3,
+        help="timed repetitions, at least 1 (median reported)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the installation afterwards")
     return parser.parse_args(argv)

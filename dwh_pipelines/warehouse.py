@@ -431,6 +431,27 @@ def _drop_table(conn: psycopg.Connection, schema: str, table: str) -> None:
     table, never with CASCADE — whatever else depends on it (a person's view or function, a
     foreign key from their table) makes PostgreSQL refuse, and the error names it."""
     ours = _ours()
+    qualified = f'"{schema}"."{table}"'
+    if others := [
+        what
+        for (what,) in conn.execute(
+            "select format('index %%s', indexrelid::regclass) from pg_index"
+            " where indrelid = %(t)s::regclass and not (indexrelid::regclass::text"
+            r"   ~ ('^(' || %(s)s || '\.)?' || %(n)s || '(_.*_idx|_pkey)$'))"
+            " union all select format('trigger %%s', tgname) from pg_trigger"
+            " where tgrelid = %(t)s::regclass and not tgisinternal"
+            " union all select format('policy %%s', polname) from pg_policy"
+            " where polrelid = %(t)s::regclass"
+            " union all select format('publication %%s', p.pubname) from pg_publication_rel as r"
+            " join pg_publication as p on p.oid = r.prpubid where r.prrelid = %(t)s::regclass",
+            {"t": qualified, "s": schema, "n": table},
+        )
+    ]:
+        raise ConfigError(
+            f"{schema}.{table} must be created again as now declared, but it carries objects"
+            f" that are not Strata's and would go with it: {', '.join(others)}. Strata drops"
+            " only its own; save and drop those, then run again."
+        )
     try:
         for nsp, name, kind in _readers(conn, schema, table):
             if nsp in ours:
@@ -484,6 +505,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
         )
     rebuild: set[str] = set()
     stale: list[str] = []
+    recreated = False
     for spec in layer.tables:
         declared = declared_columns(conn, [(c.name, c.pg_type, False) for c in spec.columns])
         _replace_if_changed(conn, "dev", spec.name, declared)
@@ -507,6 +529,7 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
             if empty:  # nothing to keep: created again below
                 _drop_foreign_keys(conn, layer, {spec.name})
                 _drop_table(conn, "prod", spec.name)
+                recreated = True
             else:
                 rebuild.add(spec.name)
                 stale.append(
@@ -524,6 +547,8 @@ def ensure_layer(conn: psycopg.Connection, layer: Layer, *, full_refresh: bool =
         )
     _drop_foreign_keys(conn, layer, undeclared_only=True)
     _add_foreign_keys(conn, layer, skip=rebuild)
+    if recreated and layer.database == PRESENTATION_DATABASE:
+        _create_presentation(conn)  # dropped with the tables they read: back before the commit
     conn.commit()
     return rebuild
 
@@ -1141,7 +1166,8 @@ def run_layer(
         connect(settings, layer.database) as conn,
         connect(settings, layer.upstream.database) as up,
     ):
-        rebuild = ensure_layer(conn, layer, full_refresh=full_refresh)
+        with waiting_at_most(conn, settings, "prod", f"{layer.name}: preparing its tables"):
+            rebuild = ensure_layer(conn, layer, full_refresh=full_refresh)
         if rebuild:
             log.event(f"{prefix}.rebuild", tables=sorted(rebuild), reason="declaration changed")
         low = 0 if full_refresh else _watermark(conn, layer)
@@ -1360,6 +1386,8 @@ def _create_presentation(conn: psycopg.Connection) -> list[str]:
                     view, sql.SQL(view_sql.read_text(encoding="utf-8"))  # type: ignore[arg-type]
                 )
             )
+        except psycopg.errors.LockNotAvailable:
+            raise  # a reader's lock, not the file: the caller names who holds it
         except psycopg.Error as exc:
             raise StrataError(f"{view_sql}: {str(exc).strip()}") from exc
         conn.execute(

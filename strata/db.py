@@ -98,8 +98,10 @@ def target(settings: Settings, db: str, *, admin: bool = False) -> Target:
     inline = params.pop("password", None)
     if inline is not None:
         return Target(params, inline, "the DSN")
-    # the admin DSN has its own password; without an admin DSN the admin is the pipeline's role
-    name = "pg_admin_password" if admin and settings.pg_admin_dsn else "pg_password"
+    # the admin DSN may have its own password; without one, or without an admin DSN, the
+    # pipeline's password is tried (the admin is then often the pipeline's own role)
+    own = admin and settings.pg_admin_dsn and settings.pg_admin_password is not None
+    name = "pg_admin_password" if own else "pg_password"
     secret: SecretStr | None = getattr(settings, name)
     if secret is not None:
         file = getattr(settings, f"{name}_file")

@@ -33,10 +33,10 @@ def run_lock(settings: Settings) -> Iterator[None]:
 def waiting_at_most(
     conn: psycopg.Connection, settings: Settings, schema: str, what: str
 ) -> Iterator[None]:
-    """Statements of the caller's transaction that need ``schema``'s tables alone (dropping
-    indexes, truncating) wait for other sessions' open transactions at most
-    ``STRATA_LOCK_TIMEOUT_S``; then the transaction is rolled back and the error names the
-    sessions holding locks there — and readers never queue behind a waiting run for longer."""
+    """Statements of the block that need tables alone (dropping indexes, truncating) wait for
+    other sessions' open transactions at most ``STRATA_LOCK_TIMEOUT_S`` per lock; then the
+    caller's transaction is rolled back and the error names the sessions holding locks on
+    ``schema`` — and readers never queue behind a waiting run for longer."""
     conn.execute(
         sql.SQL("set local lock_timeout = {}").format(
             sql.Literal(f"{int(settings.lock_timeout_s * 1000)}ms")
@@ -44,6 +44,7 @@ def waiting_at_most(
     )
     try:
         yield
+        conn.execute("set local lock_timeout to default")
     except psycopg.errors.LockNotAvailable as exc:
         conn.rollback()
         raise StrataError(
@@ -55,13 +56,16 @@ def waiting_at_most(
 
 
 def lock_holders(conn: psycopg.Connection, schema: str) -> str:
-    """Other sessions holding locks on ``schema``'s tables, as a person would look them up."""
+    """Other sessions holding locks on ``schema``'s tables in this database: pid, user, state
+    and how long their transaction has been open (not their queries: the error goes to logs
+    and e-mails)."""
     rows = conn.execute(
         "select distinct a.pid, a.usename::text, a.state,"
-        " date_trunc('second', now() - a.xact_start)::text, left(a.query, 60)"
+        " date_trunc('second', now() - a.xact_start)::text"
         " from pg_locks as l join pg_stat_activity as a on a.pid = l.pid"
         " join pg_class as c on c.oid = l.relation"
-        " where c.relnamespace = to_regnamespace(%s) and l.granted"
+        " where l.database = (select oid from pg_database where datname = current_database())"
+        " and c.relnamespace = to_regnamespace(%s) and l.granted"
         " and a.pid <> pg_backend_pid() order by 1",
         (schema,),
     ).fetchall()
@@ -69,9 +73,9 @@ def lock_holders(conn: psycopg.Connection, schema: str) -> str:
     return "; ".join(
         f"pid {pid} ({user}, "
         + (
-            f"{state}, transaction open {age}, last query: {query!r})"
+            f"{state}, transaction open {age})"
             if state is not None  # the rest of pg_stat_activity needs pg_read_all_stats
             else "more with pg_read_all_stats)"
         )
-        for pid, user, state, age, query in rows
+        for pid, user, state, age in rows
     )

@@ -63,11 +63,9 @@ class Settings(BaseSettings):
 
     log_keep: int = Field(20, ge=1, description="Run log files kept under $STRATA_HOME/logs.")
     lock_timeout_s: float = Field(
-        60.0, gt=0, description="Seconds a publish waits for readers' open transactions."
+        60.0, ge=0.001, description="Seconds a publish waits for readers' open transactions."
     )
-    environment: str = Field(
-        "embedded", min_length=1, description="Recorded with every run in audit.etl_runs."
-    )
+    environment: str = Field("embedded", description="Recorded with every run in audit.etl_runs.")
 
     smtp_host: str | None = Field(None, description="Mail server for alerts; unset: none sent.")
     smtp_port: int = Field(587, ge=1, le=65535)
@@ -146,6 +144,11 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url and bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
             raise ValueError(
                 f"{ENV_PREFIX}S3_ACCESS_KEY_ID and {ENV_PREFIX}S3_SECRET_ACCESS_KEY go together"
+            )
+        if self.pg_admin_password is not None and not self.pg_admin_dsn:
+            raise ValueError(
+                f"{ENV_PREFIX}PG_ADMIN_PASSWORD is the password of {ENV_PREFIX}PG_ADMIN_DSN,"
+                " which is not set"
             )
         if bool(self.smtp_host) != bool(self.smtp_to):
             raise ValueError(

@@ -29,6 +29,7 @@ def test_compose_declares_the_stack_with_healthchecks() -> None:
     for name in ("postgres", "seaweedfs"):
         assert services[name]["healthcheck"]["test"], name
     init = services["strata-init"]
+    assert init["environment"]["STRATA_PG_ADMIN_DSN"].startswith("postgresql://postgres@")
     assert init["build"]["dockerfile"] == "docker/Dockerfile"
     assert init["command"] == ["init"]
     for dependency in ("postgres", "seaweedfs"):
@@ -85,9 +86,12 @@ def test_compose_runs_airflow_on_postgres_with_healthchecks() -> None:
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert env["STRATA_PG_DSN"].startswith("postgresql://strata_pipeline@postgres:")
-        # the governance task needs a superuser; run logs and reports outlive the container
-        assert env["STRATA_PG_ADMIN_DSN"].startswith("postgresql://postgres@postgres:")
+        # run logs and reports outlive the container
         assert f"strata-home:{strata_home}" in service["volumes"], name
+        # the superuser only where the governance task runs (the LocalExecutor's scheduler)
+        admin = env.get("STRATA_PG_ADMIN_DSN", "")
+        assert bool(admin) == (name == "airflow-scheduler"), name
+        assert not admin or admin.startswith("postgresql://postgres@postgres:")
         for dependency in ("airflow-init", "strata-init"):
             assert (
                 service["depends_on"][dependency]["condition"] == "service_completed_successfully"

@@ -534,6 +534,11 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
             "create view sandbox.my_events as select event_key from prod.stg_events",
             "create view sandbox.my_count as select count(*) from sandbox.my_events",
         ],
+        r"prod\.stg_events must be created again as now declared, but it carries objects that"
+        r" are not Strata's and would go with it: index prod\.my_index, policy mine": [
+            "create index my_index on prod.stg_events (event_at)",
+            "create policy mine on prod.stg_events using (true)",
+        ],
         r"prod\.stg_events must be created again as now declared, but objects that are not"
         r" Strata's depend on it: .*sandbox\.events_count": [
             "create function sandbox.events_count() returns bigint language sql stable"
@@ -546,15 +551,15 @@ def test_a_changed_declaration_waits_for_a_full_refresh_that_rebuilds_prod(
                 conn.execute(statement)
         _refused_untouched(settings, changed, message, before, full_refresh=True)
         with connect(settings, "staging_db") as conn:
-            kept = (
-                conn.execute(
-                    "select count(*) from pg_class where relnamespace = 'sandbox'::regnamespace"
-                ).fetchone()[0]
-                + conn.execute(
-                    "select count(*) from pg_proc where pronamespace = 'sandbox'::regnamespace"
-                ).fetchone()[0]
-            )
+            (kept,) = conn.execute(
+                "select (select count(*) from pg_class"
+                "        where relnamespace = 'sandbox'::regnamespace or relname = 'my_index')"
+                " + (select count(*) from pg_policy)"
+                " + (select count(*) from pg_proc where pronamespace = 'sandbox'::regnamespace)"
+            ).fetchone()
             assert kept == len(statements), message
+            conn.execute("drop index if exists prod.my_index")
+            conn.execute("drop policy if exists mine on prod.stg_events")
             conn.execute("drop view if exists sandbox.my_count, sandbox.my_events")
             conn.execute("drop view if exists sandbox.my_candidate")
             conn.execute("drop function if exists sandbox.events_count()")
@@ -676,6 +681,8 @@ def test_a_dwh_rebuild_keeps_the_reporting_views_and_drops_undeclared_keys(
 def test_declared_types_compare_with_their_size_and_precision(services: Settings) -> None:
     columns = [("a", "numeric(12,3)"), ("b", "varchar(64)"), ("c", "timestamptz(3)"), ("d", "int")]
     with connect(services, "staging_db") as conn:
+        if conn.info.server_version < 170000:  # to_regtypemod: sizes are left out on both sides
+            pytest.skip("PostgreSQL before 17 cannot read a declared type's size")
         conn.execute(
             "create temp table sized (a numeric(12,3), b varchar(64), c timestamptz(3), d int)"
         )

@@ -112,3 +112,9 @@ def test_the_admin_dsn_has_its_own_password(tmp_path: Path) -> None:
     # without an admin DSN the pipeline's role (and password) does the admin's work
     alone = load_settings(_env_file=None, home=tmp_path, pg_dsn=settings.pg_dsn, pg_password="p")
     assert target(alone, "dwh_db", admin=True).password == "p"
+    # an admin DSN without a password of its own tries the pipeline's (as before it had one)
+    shared = settings.model_copy(update={"pg_admin_password": None})
+    assert target(shared, "dwh_db", admin=True).password == "pipeline-secret"
+    # an admin password without its DSN is a mistake, named
+    with pytest.raises(ConfigError, match="STRATA_PG_ADMIN_PASSWORD is the password of"):
+        load_settings(_env_file=None, home=tmp_path, pg_admin_password="x")
