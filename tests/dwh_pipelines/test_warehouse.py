@@ -22,6 +22,7 @@ from dwh_pipelines.warehouse import (
     GateFailed,
     Layer,
     _load_layer,
+    apply_presentation,
     ensure_layer,
     layer_named,
     run_layer,
@@ -727,3 +728,60 @@ def test_a_publish_gives_up_on_a_reader_that_keeps_its_transaction_open(
     with RunLog(impatient, uuid.uuid4()) as log:  # the reader has gone: it proceeds
         run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
     assert checksums(settings) == before
+
+
+def test_an_empty_dwh_table_follows_its_declaration_and_keeps_the_reporting_views(
+    empty: Settings, tmp_path: Path
+) -> None:
+    dwh = layer_named("dwh")
+    folder = tmp_path / "L4_dwh_layer"
+    shutil.copytree(dwh.folder, folder)
+    _edit(
+        folder / "dim_organization" / "table.yaml",
+        "last_seen_at, type: timestamptz, nullable: false",
+        "last_seen_at, type: timestamptz, nullable: true",
+    )
+    views = (
+        "select array_agg(format('%I.%I', schemaname, viewname) order by schemaname, viewname)"
+        " from pg_views where schemaname = 'reporting'"
+    )
+    with connect(empty, "dwh_db") as conn:
+        ensure_layer(conn, dwh)
+    apply_presentation(empty)
+    with connect(empty, "dwh_db") as conn:
+        before = conn.execute(views).fetchone()[0]
+        assert len(before) == 3
+        assert ensure_layer(conn, _load_layer(folder, dwh.upstream)) == set()
+    with connect(empty, "dwh_db") as conn:  # committed: the table as declared, the views kept
+        assert table_columns(conn, "prod", "dim_organization")["last_seen_at"][1] is False
+        assert conn.execute(views).fetchone()[0] == before
+
+
+def test_preparing_a_layer_gives_up_on_a_reader_that_keeps_its_transaction_open(
+    empty: Settings, tmp_path: Path
+) -> None:
+    settings = loaded(empty, tmp_path / "source", organizations=1, vehicles=2, minutes=5, seed=9)
+    impatient = settings.model_copy(update={"lock_timeout_s": 0.5})
+    with connect(settings, "dwh_db") as conn:  # a foreign key the declarations do not have
+        conn.execute(
+            "alter table prod.fct_vehicle_operating_periods add constraint stray_fkey"
+            " foreign key (organization_sk) references prod.dim_organization (organization_sk)"
+        )
+    with connect(settings, "dwh_db") as reader:
+        reader.execute("select count(*) from prod.fct_vehicle_operating_periods").fetchone()
+        (pid,) = reader.execute("select pg_backend_pid()").fetchone()
+        with (
+            RunLog(impatient, uuid.uuid4()) as log,
+            pytest.raises(
+                StrataError,
+                match=rf"dwh: preparing its tables waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) .*"
+                rf" Holding locks there now: pid {pid} \(",
+            ),
+        ):
+            run_layer(impatient, layer_named("dwh"), uuid.uuid4(), log, full_refresh=True)
+    with RunLog(impatient, uuid.uuid4()) as log:  # the reader has gone: the stray key goes
+        run_layer(impatient, layer_named("dwh"), uuid.uuid4(), log, full_refresh=True)
+    with connect(settings, "dwh_db") as conn:
+        assert not conn.execute(
+            "select 1 from pg_constraint where conname = 'stray_fkey'"
+        ).fetchone()
