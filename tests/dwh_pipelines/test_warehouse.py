@@ -612,6 +612,15 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def _dwh_with_nullable(tmp_path: Path, table: str, column: str, declared_type: str) -> Path:
+    """A copy of the dwh layer in which ``table.column`` (declared not null) is nullable."""
+    folder = tmp_path / "L4_dwh_layer"
+    shutil.copytree(layer_named("dwh").folder, folder)
+    declared = f"{column}, type: {declared_type}, nullable: "
+    _edit(folder / table / "table.yaml", declared + "false", declared + "true")
+    return folder
+
+
 def test_a_dwh_rebuild_keeps_the_reporting_views_and_drops_undeclared_keys(
     empty: Settings, tmp_path: Path
 ) -> None:
@@ -619,15 +628,9 @@ def test_a_dwh_rebuild_keeps_the_reporting_views_and_drops_undeclared_keys(
     governance.apply(settings)
     before, answer = checksums(settings), published_answer(settings)
     dwh = layer_named("dwh")
-    folder = tmp_path / "L4_dwh_layer"
-    shutil.copytree(dwh.folder, folder)
     # dim_time.day_part becomes nullable (a rebuild), the location facts stop referencing
     # dim_time (a foreign key to drop), dim_organization lists two columns the other way round
-    _edit(
-        folder / "dim_time" / "table.yaml",
-        "day_part, type: text, nullable: false",
-        "day_part, type: text, nullable: true",
-    )
+    folder = _dwh_with_nullable(tmp_path, "dim_time", "day_part", "text")
     _edit(
         folder / "fct_vehicle_location_updates" / "table.yaml",
         "nullable: false, references: dim_time.time_sk,",
@@ -734,13 +737,7 @@ def test_an_empty_dwh_table_follows_its_declaration_and_keeps_the_reporting_view
     empty: Settings, tmp_path: Path
 ) -> None:
     dwh = layer_named("dwh")
-    folder = tmp_path / "L4_dwh_layer"
-    shutil.copytree(dwh.folder, folder)
-    _edit(
-        folder / "dim_organization" / "table.yaml",
-        "last_seen_at, type: timestamptz, nullable: false",
-        "last_seen_at, type: timestamptz, nullable: true",
-    )
+    folder = _dwh_with_nullable(tmp_path, "dim_organization", "last_seen_at", "timestamptz")
     views = (
         "select array_agg(format('%I.%I', schemaname, viewname) order by schemaname, viewname)"
         " from pg_views where schemaname = 'reporting'"
