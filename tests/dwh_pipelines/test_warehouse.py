@@ -682,27 +682,38 @@ def test_a_dwh_rebuild_keeps_the_reporting_views_and_drops_undeclared_keys(
     assert not governance.check(settings).differences
 
 
-def test_declared_types_compare_with_their_size_and_precision(services: Settings) -> None:
+def test_declared_types_compare_with_their_size_and_precision(
+    services: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both branches on this server: PostgreSQL 17+ compares sizes and precisions; before 17
+    (no ``to_regtypemod``) both sides leave them out, so equal types never differ forever."""
+    import strata.tables
+
     columns = [("a", "numeric(12,3)"), ("b", "varchar(64)"), ("c", "timestamptz(3)"), ("d", "int")]
+    wider = [(n, "numeric(14,3)" if n == "a" else t, False) for n, t in columns]
     with connect(services, "staging_db") as conn:
-        if conn.info.server_version < 170000:  # to_regtypemod: sizes are left out on both sides
-            pytest.skip("PostgreSQL before 17 cannot read a declared type's size")
+        assert conn.info.server_version >= 170000  # the embedded server: the first branch runs
         conn.execute(
             "create temp table sized (a numeric(12,3), b varchar(64), c timestamptz(3), d int)"
         )
         (schema,) = conn.execute(
             "select nspname from pg_namespace where oid = pg_my_temp_schema()"
         ).fetchone()
-        actual = table_columns(conn, schema, "sized")
-        assert (
-            column_differences(actual, declared_columns(conn, [(n, t, False) for n, t in columns]))
-            == []
-        )
-        wider = declared_columns(
-            conn, [(n, "numeric(14,3)" if n == "a" else t, False) for n, t in columns]
-        )
-        assert column_differences(actual, wider) == [
-            "column a is declared numeric(14,3) but is numeric(12,3)"
+
+        def differences(declared: list[tuple[str, str, bool]]) -> list[str]:
+            return column_differences(
+                table_columns(conn, schema, "sized"), declared_columns(conn, declared)
+            )
+
+        same = [(n, t, False) for n, t in columns]
+        assert differences(same) == []
+        assert differences(wider) == ["column a is declared numeric(14,3) but is numeric(12,3)"]
+        # as on PostgreSQL 15/16: sizes left out on both sides, other types still compared
+        monkeypatch.setattr(strata.tables, "_reads_typmods", lambda conn: False)
+        assert differences(same) == []
+        assert differences(wider) == []
+        assert differences([(n, "text" if n == "d" else t, False) for n, t in columns]) == [
+            "column d is declared text but is integer"
         ]
 
 
