@@ -49,7 +49,7 @@ from strata.audit import audited_step
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.faults import checkpoint
-from strata.locks import waiting_at_most
+from strata.locks import Deadline, waiting_at_most
 from strata.profiling import publish_metrics, sql_metrics
 from strata.runlog import RunLog
 from strata.settings import Settings
@@ -1072,6 +1072,7 @@ def _publish(
     full_refresh: bool,
     built: dict[str, int],
     clock: Clock,
+    deadline: Deadline,
     rebuild: Iterable[str] = (),
 ) -> int:
     """Candidate → prod and the batch ledger, in the caller's single transaction. ``rebuild``:
@@ -1082,6 +1083,10 @@ def _publish(
     tables = list(filter(published, layer.tables))
     bulk = {s.name for s in tables if _is_bulk(conn, s, built.get(s.name, 0), full_refresh)}
     if bulk or rebuild:
+        # these tables alone, within the one lock timeout: the bulk ones, the rebuilt ones and
+        # both ends of every foreign key, which is dropped now and re-added below
+        ends = {t for spec, _, ref, _ in _foreign_keys(layer) for t in (spec.name, ref)}
+        deadline.lock(bulk | set(rebuild) | ends, "prod")
         _drop_foreign_keys(conn, layer)  # re-added below, validated in one query each
     for name in sorted(rebuild):
         _drop_table(conn, "prod", name)
@@ -1239,9 +1244,17 @@ def run_layer(
                 " batch aside."
             )
         # 4. publish (a bulk one needs its tables alone: it waits for readers at most so long)
-        with waiting_at_most(conn, settings, "prod", f"{layer.name}: the publish"):
+        with waiting_at_most(conn, settings, "prod", f"{layer.name}: the publish") as deadline:
             seq = _publish(
-                conn, layer, batches, run_id, full_refresh, result.rows_out, clock, rebuild
+                conn,
+                layer,
+                batches,
+                run_id,
+                full_refresh,
+                result.rows_out,
+                clock,
+                deadline,
+                rebuild,
             )
         checkpoint(f"{prefix}.publish")
         conn.commit()

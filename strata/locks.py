@@ -3,7 +3,8 @@ hangs on another session's open transaction: ``waiting_at_most``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -29,29 +30,60 @@ def run_lock(settings: Settings) -> Iterator[None]:
             conn.execute("select pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
 
 
+class Deadline:
+    """What is left of ``STRATA_LOCK_TIMEOUT_S`` for the block of ``waiting_at_most``."""
+
+    def __init__(self, conn: psycopg.Connection, seconds: float) -> None:
+        self.conn = conn
+        self.ends = time.monotonic() + seconds
+        self._limit()
+
+    def _limit(self) -> None:
+        """The next statement waits for any one lock at most the time left (1 ms once none
+        is: a lock not free at once then fails at once)."""
+        left_ms = max(1, int((self.ends - time.monotonic()) * 1000))
+        self.conn.execute(
+            sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{left_ms}ms"))
+        )
+
+    def lock(self, tables: Iterable[str], schema: str) -> None:
+        """Take ``schema``'s ``tables`` alone now, in name order, all within the time left —
+        so that the block's statements do not each wait the whole timeout in turn."""
+        for table in sorted(set(tables)):
+            self._limit()
+            self.conn.execute(
+                sql.SQL("lock table {} in access exclusive mode").format(
+                    sql.Identifier(schema, table)
+                )
+            )
+        self._limit()
+
+
 @contextmanager
 def waiting_at_most(
     conn: psycopg.Connection, settings: Settings, schema: str, what: str
-) -> Iterator[None]:
+) -> Iterator[Deadline]:
     """Statements of the block that need tables alone (dropping indexes, truncating) wait for
-    other sessions' open transactions at most ``STRATA_LOCK_TIMEOUT_S`` per lock; then the
-    caller's transaction is rolled back and the error names the sessions holding locks on
-    ``schema`` — and readers never queue behind a waiting run for longer."""
-    conn.execute(
-        sql.SQL("set local lock_timeout = {}").format(
-            sql.Literal(f"{int(settings.lock_timeout_s * 1000)}ms")
-        )
-    )
+    other sessions' open transactions at most ``STRATA_LOCK_TIMEOUT_S``: per lock, and in all
+    for the tables taken with the yielded ``Deadline.lock``. Then the caller's transaction is
+    rolled back and the error names the sessions holding locks on ``schema`` — and readers
+    never queue behind a waiting run for longer. A reader that asks for those tables while
+    the block holds some of them (a deadlock) stops the block the same way."""
     try:
-        yield
+        yield Deadline(conn, settings.lock_timeout_s)
         conn.execute("set local lock_timeout to default")
-    except psycopg.errors.LockNotAvailable as exc:
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
         conn.rollback()
+        why = (
+            f"waited {settings.lock_timeout_s:g} s (STRATA_LOCK_TIMEOUT_S) for other sessions to"
+            f" let go of {conn.info.dbname}.{schema}"
+            if isinstance(exc, psycopg.errors.LockNotAvailable)
+            else f"met another session asking for the tables of {conn.info.dbname}.{schema} it"
+            " held (a deadlock, which PostgreSQL ended)"
+        )
         raise StrataError(
-            f"{what} waited {settings.lock_timeout_s:g} s (STRATA_LOCK_TIMEOUT_S) for other"
-            f" sessions to let go of {conn.info.dbname}.{schema}; nothing was published."
-            f" Holding locks there now: {lock_holders(conn, schema) or 'none any more'}."
-            " Run again once they end."
+            f"{what} {why}; nothing was published. Holding locks there now:"
+            f" {lock_holders(conn, schema) or 'none any more'}. Run again once they end."
         ) from exc
 
 

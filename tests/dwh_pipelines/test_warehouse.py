@@ -11,11 +11,17 @@ import json
 import random
 import shutil
 import signal
+import threading
+import time
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 import governance
 from dwh_pipelines.warehouse import (
@@ -717,30 +723,142 @@ def test_declared_types_compare_with_their_size_and_precision(
         ]
 
 
+@contextmanager
+def _reading(
+    settings: Settings, database: str, table: str
+) -> Iterator[tuple[psycopg.Connection, int]]:
+    """A session that has read ``prod.<table>`` and keeps its transaction open (an analyst's
+    client, say): the connection and its pid."""
+    with connect(settings, database) as reader:
+        reader.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("prod", table)))
+        yield reader, reader.execute("select pg_backend_pid()").fetchone()[0]
+
+
+def _first_waited_for(settings: Settings, database: str, tables: Sequence[str]) -> str:
+    """Wait (at most 30 s) until a session waits for a lock on one of ``prod``'s ``tables``:
+    that table."""
+    with connect(settings, database, autocommit=True) as watcher:
+        for _ in range(3000):
+            row = watcher.execute(
+                "select c.relname::text from pg_locks as l join pg_class as c on c.oid = l.relation"
+                " where not l.granted and c.relnamespace = 'prod'::regnamespace"
+                " and c.relname = any(%s)",
+                (list(tables),),
+            ).fetchone()
+            if row:
+                return str(row[0])
+            time.sleep(0.01)
+    raise AssertionError(f"nothing waited for {', '.join(tables)} in 30 s")
+
+
+def _small_fleet_waiting(
+    empty: Settings, folder: Path, seed: int, timeout_s: float
+) -> tuple[Settings, Settings]:
+    """A small fleet loaded; its settings, and the same waiting ``timeout_s`` for locks."""
+    settings = loaded(empty, folder, organizations=1, vehicles=2, minutes=5, seed=seed)
+    return settings, settings.model_copy(update={"lock_timeout_s": timeout_s})
+
+
+def _full_refresh(settings: Settings, layer: str) -> None:
+    with RunLog(settings, uuid.uuid4()) as log:
+        run_layer(settings, layer_named(layer), uuid.uuid4(), log, full_refresh=True)
+
+
+def _full_refresh_changes_nothing(settings: Settings, layer: str, before: dict) -> None:
+    """Once the readers have gone, a full refresh proceeds; prod is as it was."""
+    _full_refresh(settings, layer)
+    assert checksums(settings) == before
+
+
+def _full_refresh_fails(settings: Settings, layer: str, match: str) -> None:
+    """A full refresh of ``layer`` that stops with a StrataError matching ``match``."""
+    with pytest.raises(StrataError, match=match):
+        _full_refresh(settings, layer)
+
+
 def test_a_publish_gives_up_on_a_reader_that_keeps_its_transaction_open(
     empty: Settings, tmp_path: Path
 ) -> None:
-    settings = loaded(empty, tmp_path / "source", organizations=1, vehicles=2, minutes=5, seed=8)
+    settings, impatient = _small_fleet_waiting(empty, tmp_path / "source", 8, 0.5)
     before = checksums(settings)
-    impatient = settings.model_copy(update={"lock_timeout_s": 0.5})
-    staging = layer_named("staging")
-    with connect(settings, "staging_db") as reader:  # e.g. an analyst's client, left open
-        reader.execute("select count(*) from prod.stg_events").fetchone()
-        (pid,) = reader.execute("select pg_backend_pid()").fetchone()
-        with (
-            RunLog(impatient, uuid.uuid4()) as log,
-            pytest.raises(
-                StrataError,
-                match=rf"staging: the publish waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) for other"
-                rf" sessions to let go of staging_db\.prod; nothing was published\. Holding"
-                rf" locks there now: pid {pid} \(\w+, (idle in transaction|more with"
-                rf" pg_read_all_stats)",
-            ),
-        ):
-            run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
+    with _reading(settings, "staging_db", "stg_events") as (_, pid):
+        _full_refresh_fails(
+            impatient,
+            "staging",
+            rf"staging: the publish waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) for other sessions"
+            rf" to let go of staging_db\.prod; nothing was published\. Holding locks there now:"
+            rf" pid {pid} \(\w+, (idle in transaction|more with pg_read_all_stats)",
+        )
         assert checksums(settings) == before
-    with RunLog(impatient, uuid.uuid4()) as log:  # the reader has gone: it proceeds
-        run_layer(impatient, staging, uuid.uuid4(), log, full_refresh=True)
+    _full_refresh_changes_nothing(impatient, "staging", before)
+
+
+def test_a_publish_waits_for_its_tables_at_most_the_lock_timeout_in_all(
+    empty: Settings, tmp_path: Path
+) -> None:
+    """Two readers hold two of the tables a full refresh of dwh needs alone. The one the
+    publish waits for first lets go after 0.8 of the timeout, the other never: waiting for
+    each lock the whole timeout in turn would give up after 1.8 timeouts."""
+    timeout = 3.0
+    settings, impatient = _small_fleet_waiting(empty, tmp_path / "source", 10, timeout)
+    before = checksums(settings)
+    held = ("dim_date", "fct_vehicle_operating_periods")
+    readers: dict[str, psycopg.Connection] = {}
+    waits: list[tuple[str, float]] = []  # (table the publish waited for first, when)
+
+    def let_the_first_waited_for_go() -> None:
+        first = _first_waited_for(settings, "dwh_db", held)
+        waits.append((first, time.monotonic()))
+        time.sleep(0.8 * timeout)
+        readers[first].rollback()
+
+    with (
+        _reading(settings, "dwh_db", held[0]) as (readers[held[0]], first_pid),
+        _reading(settings, "dwh_db", held[1]) as (readers[held[1]], second_pid),
+    ):
+        pids = dict(zip(held, (first_pid, second_pid), strict=True))
+        watcher = threading.Thread(target=let_the_first_waited_for_go)
+        watcher.start()
+        with pytest.raises(StrataError, match=r"dwh: the publish waited 3 s") as failure:
+            _full_refresh(impatient, "dwh")
+        gave_up = time.monotonic()
+        watcher.join()
+        assert len(waits) == 1, "the publish never waited for a reader's table"
+        first, began = waits[0]
+        (other,) = set(held) - {first}
+        assert f"Holding locks there now: pid {pids[other]} (" in str(failure.value)
+        assert gave_up - began < 1.4 * timeout  # one timeout in all, not 1.8
+        assert checksums(settings) == before
+    _full_refresh_changes_nothing(impatient, "dwh", before)
+
+
+def test_a_publish_that_meets_a_reader_in_a_deadlock_gives_up_cleanly(
+    empty: Settings, tmp_path: Path
+) -> None:
+    """A reader holds one table the publish needs alone and, while the publish waits for it
+    holding another, asks for that other one: PostgreSQL ends the publish's side of the
+    deadlock; the run says so, publishes nothing, and the reader's query completes."""
+    settings, impatient = _small_fleet_waiting(empty, tmp_path / "source", 11, 30)
+    before = checksums(settings)
+    answered: list[int] = []
+
+    def ask_for_dim_date_once_the_publish_waits(reader: psycopg.Connection) -> None:
+        _first_waited_for(settings, "dwh_db", ["fct_vehicle_operating_periods"])
+        answered.append(reader.execute("select count(*) from prod.dim_date").fetchone()[0])
+
+    with _reading(settings, "dwh_db", "fct_vehicle_operating_periods") as (reader, pid):
+        asker = threading.Thread(target=ask_for_dim_date_once_the_publish_waits, args=(reader,))
+        asker.start()
+        _full_refresh_fails(
+            impatient,
+            "dwh",
+            rf"dwh: the publish met another session asking for the tables of dwh_db\.prod it held"
+            rf" \(a deadlock, which PostgreSQL ended\); nothing was published\. Holding locks"
+            rf" there now: pid {pid} \(",
+        )
+        asker.join()
+        assert answered and answered[0] > 0
+        reader.rollback()
     assert checksums(settings) == before
 
 
@@ -768,27 +886,20 @@ def test_an_empty_dwh_table_follows_its_declaration_and_keeps_the_reporting_view
 def test_preparing_a_layer_gives_up_on_a_reader_that_keeps_its_transaction_open(
     empty: Settings, tmp_path: Path
 ) -> None:
-    settings = loaded(empty, tmp_path / "source", organizations=1, vehicles=2, minutes=5, seed=9)
-    impatient = settings.model_copy(update={"lock_timeout_s": 0.5})
+    settings, impatient = _small_fleet_waiting(empty, tmp_path / "source", 9, 0.5)
     with connect(settings, "dwh_db") as conn:  # a foreign key the declarations do not have
         conn.execute(
             "alter table prod.fct_vehicle_operating_periods add constraint stray_fkey"
             " foreign key (organization_sk) references prod.dim_organization (organization_sk)"
         )
-    with connect(settings, "dwh_db") as reader:
-        reader.execute("select count(*) from prod.fct_vehicle_operating_periods").fetchone()
-        (pid,) = reader.execute("select pg_backend_pid()").fetchone()
-        with (
-            RunLog(impatient, uuid.uuid4()) as log,
-            pytest.raises(
-                StrataError,
-                match=rf"dwh: preparing its tables waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) .*"
-                rf" Holding locks there now: pid {pid} \(",
-            ),
-        ):
-            run_layer(impatient, layer_named("dwh"), uuid.uuid4(), log, full_refresh=True)
-    with RunLog(impatient, uuid.uuid4()) as log:  # the reader has gone: the stray key goes
-        run_layer(impatient, layer_named("dwh"), uuid.uuid4(), log, full_refresh=True)
+    with _reading(settings, "dwh_db", "fct_vehicle_operating_periods") as (_, pid):
+        _full_refresh_fails(
+            impatient,
+            "dwh",
+            rf"dwh: preparing its tables waited 0\.5 s \(STRATA_LOCK_TIMEOUT_S\) .* Holding locks"
+            rf" there now: pid {pid} \(",
+        )
+    _full_refresh(impatient, "dwh")  # the reader has gone: the stray key goes
     with connect(settings, "dwh_db") as conn:
         assert not conn.execute(
             "select 1 from pg_constraint where conname = 'stray_fkey'"
