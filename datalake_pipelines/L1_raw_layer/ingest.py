@@ -37,7 +37,7 @@ from datalake_pipelines.L1_raw_layer.parse import (
     parse_object_python,
     to_arrow,
 )
-from strata.audit import audited_step
+from strata.audit import StepStats, audited_step
 from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.errors import StrataError
@@ -344,15 +344,9 @@ def ingest(
             for done, prepared in enumerate(prepared_objects, 1):
                 with conn.transaction():
                     _commit(conn, prepared, source.url, run_id)
-                checkpoint("lake.after_commit")
-                if on_commit is not None:
-                    on_commit(prepared.batch_id, prepared.info.key, prepared.accepted)
+                # committed: the audit and the log say so even if what follows fails
                 _account(result, prepared)
-                profiler.add(
-                    prepared.accepted,
-                    rows_in=prepared.lines,
-                    rejected=prepared.quarantine.num_rows,
-                )
+                _tally(stats, result)
                 log.event(
                     "lake.object",
                     key=prepared.info.key,
@@ -362,6 +356,14 @@ def ingest(
                     accepted=prepared.accepted.num_rows,
                     quarantined=prepared.quarantine.num_rows,
                     note=prepared.note,
+                )
+                checkpoint("lake.after_commit")
+                if on_commit is not None:
+                    on_commit(prepared.batch_id, prepared.info.key, prepared.accepted)
+                profiler.add(
+                    prepared.accepted,
+                    rows_in=prepared.lines,
+                    rejected=prepared.quarantine.num_rows,
                 )
                 if progress:
                     progress(done, len(pending))
@@ -373,19 +375,23 @@ def ingest(
                 stats=stats,
                 log=log,
             )
-        stats.rows_in = result.lines
-        stats.rows_out = result.rows_accepted
-        stats.rows_rejected = result.rows_quarantined
-        stats.details = {
-            "objects_seen": result.objects_seen,
-            "objects_ingested": result.objects_ingested,
-            "quarantine_reasons": result.reasons,
-            "schema_drift_fields": result.drift,
-            "ignored_objects": result.ignored_keys,
-        }
+        _tally(stats, result)
     if result.drift:
         log.event("lake.schema_drift", fields=result.drift)
     return result
+
+
+def _tally(stats: StepStats, result: IngestResult) -> None:
+    stats.rows_in = result.lines
+    stats.rows_out = result.rows_accepted
+    stats.rows_rejected = result.rows_quarantined
+    stats.details = {
+        "objects_seen": result.objects_seen,
+        "objects_ingested": result.objects_ingested,
+        "quarantine_reasons": result.reasons,
+        "schema_drift_fields": result.drift,
+        "ignored_objects": result.ignored_keys,
+    }
 
 
 def _commit(conn, prepared: _Prepared, source_url: str, run_id: uuid.UUID) -> None:  # type: ignore[no-untyped-def]

@@ -15,15 +15,18 @@ line carries its raw text, line number and a reason code:
 | ``invalid_type`` | a field of the wrong JSON type |
 | ``unknown_event_type`` | an ``event``/``on`` combination outside the source contract |
 | ``timestamp_without_zone`` | a timestamp with no UTC offset: ambiguous, so rejected |
-| ``invalid_timestamp`` | a timestamp that does not parse |
+| ``invalid_timestamp`` | a timestamp that does not parse, or falls outside years 1–9999 in UTC |
+| ``nul_character`` | a string holds ``\\u0000``, which PostgreSQL text cannot store |
 | ``out_of_range_coordinate`` | latitude outside [-90, 90] or longitude outside [-180, 180] |
 
 Unknown extra fields are not a reason to reject: they are kept verbatim in the ``extra`` JSON
-column (keyed by their path, e.g. ``data.battery_level``) and counted as schema drift.
+column (keyed by their path, e.g. ``data.battery_level``; numbers exactly as written, null
+values too) and counted as schema drift.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +96,12 @@ def _timestamp_us(value: object, name: str) -> int:
         raise Reject("invalid_timestamp", f"{name} {value!r} is not ISO-8601") from None
     if parsed.tzinfo is None:
         raise Reject("timestamp_without_zone", f"{name} {value!r} has no UTC offset")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise Reject(
+            "invalid_timestamp", f"{name} {value!r} falls outside years 1 to 9999 in UTC"
+        ) from None
     # exact integer arithmetic: no float rounding of microseconds
     delta = parsed - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
@@ -114,6 +123,55 @@ def _text(value: object, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise Reject("invalid_type", f"{name} is {value!r}, not a non-empty string")
     return value
+
+
+NUL = b"\\u0000"  # JSON's escape for U+0000, the one character PostgreSQL text cannot hold
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+class _Number(str):
+    """A JSON number as written (``parse_int``/``parse_float``): ``extra`` keeps it exactly."""
+
+
+def _json_text(value: object) -> str:
+    """JSON text of a value parsed with ``_Number``s: numbers as written, keys sorted, no
+    spaces (the form orjson gave before, so that text of earlier loads stays comparable)."""
+    if isinstance(value, _Number):
+        return str(value)
+    if isinstance(value, dict):  # compact, as before: the same event gives the same text
+        return (
+            "{"
+            + ",".join(
+                f"{json.dumps(k, ensure_ascii=False)}:{_json_text(value[k])}" for k in sorted(value)
+            )
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _extra(raw: bytes) -> dict[str, object]:
+    """The fields outside the source contract, keyed by their path, numbers as written."""
+    obj = json.loads(raw, parse_int=_Number, parse_float=_Number)
+    data = obj["data"]
+    location = data.get("location")
+    extra = {k: v for k, v in obj.items() if k not in TOP_FIELDS}
+    extra.update({f"data.{k}": v for k, v in data.items() if k not in DATA_FIELDS})
+    if isinstance(location, dict):
+        extra.update(
+            {f"data.location.{k}": v for k, v in location.items() if k not in LOCATION_FIELDS}
+        )
+    return extra
 
 
 COLUMNS = (
@@ -139,6 +197,10 @@ def _parse_line(raw: bytes, *, truncated: bool) -> tuple[tuple, dict | None]:
         raise Reject("malformed_json", str(exc)) from None
     if not isinstance(obj, dict):
         raise Reject("not_an_object", f"a JSON {type(obj).__name__}, not an object")
+    if NUL in raw and _holds_nul(obj):
+        raise Reject(
+            "nul_character", "a string holds \\u0000 (U+0000), which PostgreSQL text cannot store"
+        )
     event = obj.get("event")
     on = obj.get("on")
     if event is None or on is None:
@@ -174,12 +236,7 @@ def _parse_line(raw: bytes, *, truncated: bool) -> tuple[tuple, dict | None]:
         or data.keys() - DATA_FIELDS
         or (isinstance(location, dict) and location.keys() - LOCATION_FIELDS)
     ):
-        extra = {k: v for k, v in obj.items() if k not in TOP_FIELDS}
-        extra.update({f"data.{k}": v for k, v in data.items() if k not in DATA_FIELDS})
-        if isinstance(location, dict):
-            extra.update(
-                {f"data.location.{k}": v for k, v in location.items() if k not in LOCATION_FIELDS}
-            )
+        extra = _extra(raw)  # read again, keeping numbers as written (orjson rounds big ones)
     row = (event, on, at, entity_id, organization_id, lat, lng, location_at, start, finish)
     return row, extra
 
@@ -217,7 +274,7 @@ PARSED_SCHEMA = pa.schema(
     ]
 )
 # what the fast path accepts without a second look: UTC with a Z, up to microseconds
-_CLEAN_TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"
+_CLEAN_TS = r"^(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$"
 
 
 def _read(buffer: pa.Buffer) -> pa.Table:
@@ -251,8 +308,40 @@ def _allowed_event(on: pa.Array, event: pa.Array) -> pa.Array:
     return pc.fill_null(allowed, False)
 
 
-def _fast_rows(table: pa.Table, numbers: pa.Array) -> tuple[pa.Table, pa.Array]:
-    """Rows the column checks fully accept, and the line numbers that need the reference parser."""
+def _line_array(buffer: pa.Buffer, count: int, newlines: np.ndarray | None = None) -> pa.Array:
+    """The ``count`` lines of ``buffer`` (each with its newline) as one binary array over it,
+    without a copy. ``newlines``: their positions, if already found."""
+    if newlines is None:
+        newlines = np.flatnonzero(np.frombuffer(buffer, dtype=np.uint8) == 10)
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    offsets[1:count] = newlines[: count - 1] + 1
+    offsets[count] = buffer.size
+    return pa.Array.from_buffers(pa.binary(), count, [None, pa.py_buffer(offsets), buffer])
+
+
+def _plain_key(name: str) -> bool:
+    """A field name JSON writes as it is (no escapes), so its quoted bytes can be searched."""
+    return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
+
+
+def _unknown_fields(
+    table: pa.Table, data: pa.Array, location: pa.Array
+) -> list[tuple[str, pa.Array]]:
+    """(name, values) of the fields outside the source contract, at any level."""
+    found = [(name, table[name]) for name in table.column_names if name not in READ_SCHEMA.names]
+    for struct, known in ((data, _DATA), (location, _LOCATION)):
+        for i in range(struct.type.num_fields):
+            if struct.type.field(i).name not in known.names:
+                found.append((struct.type.field(i).name, pc.struct_field(struct, i)))
+    return found
+
+
+def _fast_rows(
+    table: pa.Table, numbers: pa.Array, lines: Callable[[], pa.Array]
+) -> tuple[pa.Table, pa.Array]:
+    """Rows the column checks fully accept, and the line numbers that need the reference
+    parser. ``lines()``: the table's lines as bytes, read only when a field outside the
+    contract is null somewhere (present as null, or absent: only the bytes tell)."""
     data = table["data"].combine_chunks()
     location = pc.struct_field(data, "location")
     columns = {
@@ -287,14 +376,15 @@ def _fast_rows(table: pa.Table, numbers: pa.Array) -> tuple[pa.Table, pa.Array]:
             ),
         ),
     ]
-    # unknown extra fields: the reference parser keeps them verbatim in `extra`
-    for name in table.column_names:
-        if name not in READ_SCHEMA.names:
-            checks.append(pc.is_valid(table[name]))
-    for struct, known in ((data, _DATA), (location, _LOCATION)):
-        for i in range(struct.type.num_fields):
-            if struct.type.field(i).name not in known.names:
-                checks.append(pc.is_valid(pc.struct_field(struct, i)))
+    # unknown extra fields: the reference parser keeps them verbatim in `extra`, null or not
+    for name, values in _unknown_fields(table, data, location):
+        present = pc.is_valid(values)
+        checks.append(present)
+        if values.null_count:
+            maybe = (
+                pc.match_substring(lines(), f'"{name}"') if _plain_key(name) else pa.scalar(True)
+            )
+            checks.append(pc.and_(pc.invert(present), maybe))
     suspect = checks[0]
     for check in checks[1:]:
         suspect = pc.or_(suspect, check)
@@ -330,7 +420,7 @@ def _read_rows(buffer: pa.Buffer, numbers: pa.Array) -> tuple[pa.Table, pa.Array
     if table.num_rows != len(numbers):  # a blank line: the reader skips it
         return None
     try:
-        return _fast_rows(table, numbers)
+        return _fast_rows(table, numbers, lambda: _line_array(buffer, len(numbers)))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # e.g. month 13 passes the pattern but not the cast: the reference parser decides
         return PARSED_SCHEMA.empty_table(), numbers
@@ -343,7 +433,7 @@ def _plausible_lines(data: bytes, line_count: int, complete: bool) -> tuple[np.n
     this byte-level test (numpy, no Python loop), they go to the reference parser while the
     rest of the object is still read in C++. Non-ASCII lines are set aside because only the
     reference parser tells valid UTF-8 from invalid (the C++ reader passes invalid bytes inside
-    a string through).
+    a string through), and so are lines with a ``\\u0000`` escape.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(raw == 10)
@@ -362,13 +452,14 @@ def _plausible_lines(data: bytes, line_count: int, complete: bool) -> tuple[np.n
     high = np.flatnonzero(raw >= 0x80)
     if len(high):
         plausible[np.searchsorted(ends, high)] = False
+    # lines holding a \u0000 escape: the reference parser tells whether a string holds U+0000
+    at = data.find(NUL)
+    while at >= 0:
+        plausible[np.searchsorted(ends, at)] = False
+        at = data.find(NUL, at + 1)
     # each line with its newline, as one binary array over ``data`` (no copy); filtering it
     # lays the plausible lines end to end
-    offsets = np.append(starts, len(raw)).astype(np.int32)
-    lines = pa.Array.from_buffers(
-        pa.binary(), line_count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
-    kept = lines.filter(pa.array(plausible))
+    kept = _line_array(pa.py_buffer(data), line_count, newlines).filter(pa.array(plausible))
     bounds = np.frombuffer(kept.buffers()[1], dtype=np.int32)[
         kept.offset : kept.offset + len(kept) + 1
     ]
@@ -393,8 +484,9 @@ def parse_object(data: bytes, fallback: Callable[[bytes], Parsed] | None = None)
     numbers = pa.array(np.arange(1, line_count + 1, dtype=np.int32))
     # the common case: every line is an ASCII JSON object of the expected shape. The C++
     # reader does not validate UTF-8 inside strings, so an object with any non-ASCII byte
-    # skips this first read: its non-ASCII lines go to the reference parser below.
-    result = _read_rows(pa.py_buffer(data), numbers) if data.isascii() else None
+    # skips this first read: its non-ASCII lines go to the reference parser below. So does
+    # one with a \u0000 escape (U+0000 decoded into a string PostgreSQL cannot store).
+    result = _read_rows(pa.py_buffer(data), numbers) if data.isascii() and NUL not in data else None
     if result is None:
         # some line is not JSON of the expected shape, is blank or is not ASCII: read again
         # without the lines that cannot be a plain JSON object; they go to the reference parser
@@ -442,7 +534,7 @@ def _parse_lines(lines: list[bytes], numbers: list[int], complete: bool) -> Pars
         if extra:
             for key in extra:
                 drift[key] = drift.get(key, 0) + 1
-            columns["extra"].append(orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode())
+            columns["extra"].append(_json_text(extra))
         else:
             columns["extra"].append(None)
     table = pa.table(

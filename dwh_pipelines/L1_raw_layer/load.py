@@ -209,6 +209,9 @@ def load(
             done = 0
             for group in _groups(batches, group_rows):
                 loaded = _copy_group(conn, group, run_id, result)
+                # committed: a step that fails later still records what it loaded
+                stats.rows_in = stats.rows_out = result.rows_loaded
+                stats.details = {"batches": result.batches_loaded}
                 checkpoint("raw.after_commit")
                 for table in loaded:
                     profiler.add(table)
@@ -241,7 +244,4 @@ def load(
             stats=stats,
             log=log,
         )
-        stats.rows_in = result.rows_loaded
-        stats.rows_out = result.rows_loaded
-        stats.details = {"batches": result.batches_loaded}
     return result

@@ -62,6 +62,13 @@ def _same(data: bytes):  # type: ignore[no-untyped-def]
         (_line(organization_id=""), "invalid_type"),
         (_line(data__location__at="2019-06-01 18:17"), "timestamp_without_zone"),
         ('{"event": "update", "on": "v\u00e9"}'.encode("latin-1"), "invalid_utf8"),
+        # no year 0 in ISO-8601 as Python and PostgreSQL read it; nor beyond 9999 once in UTC
+        (_line(at="0000-01-01T00:00:00Z"), "invalid_timestamp"),
+        (_line(at="9999-12-31T23:30:00-01:00"), "invalid_timestamp"),
+        (_line(data__location__at="0001-01-01T00:30:00+01:00"), "invalid_timestamp"),
+        # U+0000 (written \u0000): PostgreSQL text cannot store it, in a field or in `extra`
+        (_line(data__id="v\x00x"), "nul_character"),
+        (_line(note="a\x00b"), "nul_character"),
     ],
 )
 def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) -> None:
@@ -80,6 +87,8 @@ def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) 
         _line(data__location__lat=None, data__location__lng=None),
         _line(at="2019-06-01T20:17:10.101+02:00"),
         _line(data__location__lat=52),
+        _line(data__id="v\\u0000"),  # a backslash, then "u0000": no U+0000
+        _line(at="9999-12-31T23:59:59.999999Z", data__location__at="0001-01-01T00:00:00Z"),
     ],
 )
 def test_lines_the_contract_allows_are_accepted(line: bytes) -> None:
@@ -103,6 +112,31 @@ def test_unknown_fields_are_kept_as_schema_drift() -> None:
         "data.battery_level": 1,
         "data.location.accuracy": 1,
     }
+
+
+def test_unknown_fields_are_kept_null_or_not_with_numbers_as_written() -> None:
+    """Whether a line goes the fast way or the reference way, ``extra`` is the same: a field
+    given as null is kept (absent ones are not), and numbers keep their digits."""
+    lines = [
+        _line(note=None),
+        UPDATE.encode(),
+        _line(note="x", data__location__acc=None),
+        UPDATE.replace(
+            '"org-1"', '"org-1", "order": 123456789012345678901234567890, "r": 1.50'
+        ).encode(),
+    ]
+    parsed = _same(b"\n".join(lines) + b"\n")
+    assert parsed.accepted == 4
+    assert parsed.table["extra"].to_pylist() == [
+        '{"note":null}',
+        None,
+        '{"data.location.acc":null,"note":"x"}',
+        '{"order":123456789012345678901234567890,"r":1.50}',
+    ]
+    assert parsed.drift_fields == {"note": 2, "data.location.acc": 1, "order": 1, "r": 1}
+    # the same lines, each alone in its object: the same rows
+    for line, extra in zip(lines, parsed.table["extra"].to_pylist(), strict=True):
+        assert _same(line + b"\n").table["extra"].to_pylist() == [extra]
 
 
 def test_empty_truncated_and_non_utf8_objects() -> None:

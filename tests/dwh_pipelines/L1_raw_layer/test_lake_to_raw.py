@@ -15,12 +15,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
 from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.locks import RUN_LOCK_KEY
 from strata.objectstore import open_store
 from strata.pipeline import run, run_stage
+from strata.runlog import RunLog
 from strata.settings import Settings
 from tests.support import isolated, make_settings, processes_mentioning, reset_databases, run_cli
 
@@ -304,13 +306,24 @@ def test_bad_objects_are_explained_not_fatal(
         "2019-06-01-10-03-0-events.json": (
             line + "\n" + line.replace('"v1"', '"v\u00e9"') + "\n"
         ).encode("latin-1"),
+        # U+0000 in a string, a time beyond 9999 once in UTC, a number only text holds exactly
+        "2019-06-01-10-04-0-events.json": (
+            line
+            + "\n"
+            + line.replace('"v1"', '"v\\u0000"')
+            + "\n"
+            + line.replace("2019-06-01T10:00:00.000Z", "9999-12-31T23:30:00-01:00")
+            + "\n"
+            + line.replace('"org-1"', '"org-1", "order": 123456789012345678901234567890')
+            + "\n"
+        ).encode(),
         "README.txt": b"not an event file\n",
     }
     folder.mkdir()
     for name, data in files.items():
         (folder / name).write_bytes(data)
     summary = run(settings)
-    assert summary.stages["lake"]["objects_ingested"] == 4
+    assert summary.stages["lake"]["objects_ingested"] == 5
     assert summary.stages["lake"]["ignored_objects"] == 1
     with connect(settings, "raw_db") as conn:
         notes = dict(conn.execute("select source_key, note from audit.lake_objects").fetchall())
@@ -328,9 +341,16 @@ def test_bad_objects_are_explained_not_fatal(
         ("2019-06-01-10-02-0-events.json", 2, "invalid_utf8"),
         ("2019-06-01-10-02-0-events.json", 3, "blank_line"),
         ("2019-06-01-10-03-0-events.json", 2, "invalid_utf8"),
+        ("2019-06-01-10-04-0-events.json", 2, "nul_character"),
+        ("2019-06-01-10-04-0-events.json", 3, "invalid_timestamp"),
     ]
     assert details["ignored_objects"] == ["README.txt"]
-    assert summary.stages["raw"]["rows_loaded"] == 4
+    assert summary.stages["raw"]["rows_loaded"] == 6
+    with connect(settings, "staging_db") as conn:  # and on through staging
+        extra = conn.execute(
+            "select extra::text from prod.stg_events where extra is not null"
+        ).fetchall()
+    assert extra == [('{"order": 123456789012345678901234567890}',)]  # every digit
 
 
 def test_metrics_lineage_sensitivity_and_logs(warehouse: Settings, tmp_path: Path) -> None:
@@ -596,3 +616,41 @@ def test_a_full_refresh_gives_up_on_a_reader_that_keeps_its_transaction_open(
         assert _checksum(warehouse) == before
     run(impatient, full_refresh=True, until="raw")  # the reader has gone: it proceeds
     assert _checksum(warehouse) == before
+
+
+def test_a_lake_step_that_fails_later_records_the_objects_it_committed(
+    warehouse: Settings, tmp_path: Path
+) -> None:
+    """Each object commits on its own: when the step fails after some have, its audit row
+    and run log still say what went in (the next run does not ingest them again)."""
+    objects = simulate(
+        SimulationConfig(vehicles=2, minutes=3, seed=16),
+        open_store(warehouse.source_url, warehouse),
+        tmp_path,
+    ).keys
+    handed: list[str] = []
+
+    def stop_at_the_second(batch_id: str, source_key: str, table: object) -> None:
+        handed.append(batch_id)
+        if len(handed) == 2:
+            raise RuntimeError("the next hop is gone")
+
+    run_id = uuid.uuid4()
+    ensure_ledger(warehouse)
+    with RunLog(warehouse, run_id) as log, pytest.raises(RuntimeError, match="next hop is gone"):
+        ingest(warehouse, run_id, log, on_commit=stop_at_the_second)
+    with connect(warehouse, "raw_db") as conn:
+        status, rows_out, details = conn.execute(
+            "select status, rows_out, details from audit.etl_runs where run_id = %s",
+            (run_id,),
+        ).fetchone()
+        committed = conn.execute(
+            "select sum(rows_accepted) from audit.lake_objects where batch_id = any(%s)",
+            (handed,),
+        ).fetchone()[0]
+    assert status == "failed"
+    assert details["objects_ingested"] == 2 and rows_out == committed > 0
+    events = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [e["batch_id"] for e in events if e["event"] == "lake.object"] == handed
+    # the next run ingests the others, once
+    assert run_stage(warehouse, "lake")["objects_ingested"] == len(objects) - 2 > 0
