@@ -360,12 +360,15 @@ def sql_command(
 ) -> None:
     """Run one statement as the pipeline and print the result as CSV on stdout."""
     import psycopg
+    from psycopg.types.string import TextLoader
 
     from strata.db import connect
 
     if db not in DATABASES:
         raise StrataError(f"unknown database {db!r}; expected one of {', '.join(DATABASES)}")
     with connect(_settings(), db) as conn, conn.cursor() as cur:
+        for json_type in ("json", "jsonb"):  # as PostgreSQL writes it, not as a Python dict
+            cur.adapters.register_loader(json_type, TextLoader)
         try:
             cur.execute(query)
         except psycopg.Error as exc:
@@ -388,6 +391,13 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         sys.exit(130)
+    except Exception as exc:  # an S3 endpoint that cannot be reached is no bug of Strata's
+        from strata.objectstore import s3_failure
+
+        if (message := s3_failure(exc)) is None:
+            raise
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -256,6 +256,31 @@ def s3_client(settings: Settings) -> S3Client:
     )
 
 
+def s3_failure(exc: BaseException) -> str | None:
+    """One line for an S3 client failure (no endpoint, no credentials, a refusal), found on
+    ``exc`` or the exceptions that caused it; None when it is not one."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoCredentialsError):
+            return (
+                "S3: no credentials: set STRATA_S3_ACCESS_KEY_ID and STRATA_S3_SECRET_ACCESS_KEY"
+                " (or STRATA_S3_SECRET_ACCESS_KEY_FILE), or AWS credentials the usual way"
+            )
+        if isinstance(seen, EndpointConnectionError):
+            return f"S3: {seen} (set by STRATA_S3_ENDPOINT_URL)"
+        if isinstance(seen, BotoCoreError | ClientError):
+            return f"S3: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def open_store(url: str, settings: Settings, client: S3Client | None = None) -> ObjectStore:
     """The store behind a location URL (``s3://bucket/prefix``, ``file://…`` or a folder)."""
     parts = urlsplit(url)

@@ -33,6 +33,11 @@ def test_sql_prints_csv_and_fails_cleanly(services) -> None:  # type: ignore[no-
     )
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows == [["n", "quoted", "empty"], ["1", "a,b", ""], ["2", "a,b", ""], ["3", "a,b", ""]]
+    as_json = run_cli(
+        "sql", "raw_db", """select '{"a": [1, null]}'::jsonb as b, '{"c":1}'::json as j""",
+        home=services.home,
+    )  # fmt: skip
+    assert list(csv.reader(io.StringIO(as_json.stdout)))[1] == ['{"a": [1, null]}', '{"c":1}']
 
     for args, message in (
         (("sql", "nope_db", "select 1"), "unknown database 'nope_db'"),
@@ -68,3 +73,22 @@ def test_commands_without_services_fail_with_one_line(tmp_path) -> None:  # type
     result = run_cli("sql", "raw_db", "select 1", home=tmp_path / "never-up", check=False)
     assert result.returncode == 1
     assert "strata up" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_s3_endpoint_out_of_reach_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    unreachable = {
+        "STRATA_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    keys = {"STRATA_S3_ACCESS_KEY_ID": "k", "STRATA_S3_SECRET_ACCESS_KEY": "not-a-secret-42"}
+    for env, message in (
+        (
+            {**unreachable, **keys},
+            'S3: Could not connect to the endpoint URL: "http://127.0.0.1:9/',
+        ),
+        (unreachable, "S3: no credentials: set STRATA_S3_ACCESS_KEY_ID"),
+    ):
+        result = run_cli("simulate", "--minutes", "1", home=tmp_path, env=env, check=False)
+        assert result.returncode == 1
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert "not-a-secret-42" not in result.stderr + result.stdout
