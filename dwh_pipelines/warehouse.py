@@ -734,6 +734,37 @@ create table if not exists audit.rejected_batches (
 """
 
 
+def _check_reprocess(raw: psycopg.Connection, batch_ids: Sequence[str]) -> None:
+    """``--reprocess`` ids must be raw batches that are not set aside (on raw_db)."""
+    known = {
+        r[0]
+        for r in raw.execute(
+            "select batch_id from audit.batches where layer = 'raw' and batch_id = any(%s)",
+            (list(batch_ids),),
+        )
+    }
+    if missing := sorted(set(batch_ids) - known):
+        raise StrataError(f"--reprocess: no raw batch {', '.join(missing)}; nothing was run")
+    if raw.execute("select to_regclass('audit.rejected_batches')").fetchone()[0]:
+        if rejected := raw.execute(
+            "select batch_id, reason from audit.rejected_batches where batch_id = any(%s)"
+            " order by 1",
+            (list(batch_ids),),
+        ).fetchall():
+            raise StrataError(
+                "--reprocess: "
+                + "; ".join(f"batch {b} is rejected ({why})" for b, why in rejected)
+                + ". A rejected batch is skipped by every layer; nothing was run"
+            )
+    raw.commit()
+
+
+def check_reprocess(settings: Settings, batch_ids: Sequence[str]) -> None:
+    """Before a run changes anything: the ``--reprocess`` ids can be reprocessed."""
+    with connect(settings, "raw_db") as raw:
+        _check_reprocess(raw, batch_ids)
+
+
 def reject_batch(settings: Settings, batch_id: str, reason: str) -> None:
     """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw)."""
     with connect(settings, "raw_db") as conn:
@@ -1180,15 +1211,7 @@ def run_layer(
         batches, rejected = _upstream_batches(up, layer, low)
         reprocess = list(reprocess)
         if reprocess and layer.upstream.layer == "raw":
-            known = {
-                r[0]
-                for r in up.execute(
-                    "select batch_id from audit.batches where layer = 'raw' and batch_id = any(%s)",
-                    (reprocess,),
-                )
-            }
-            if missing := sorted(set(reprocess) - known):
-                raise StrataError(f"--reprocess: no raw batch {', '.join(missing)}")
+            _check_reprocess(up, reprocess)
             batches += up.execute(
                 "select batch_id, source_key, rows, load_seq from audit.batches"
                 " where layer = 'raw' and batch_id = any(%s) and load_seq <= %s",

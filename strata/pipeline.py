@@ -70,18 +70,20 @@ def run(
     """Every stage in order; ``until="raw"`` stops after the raw load (the lake/raw bench)."""
     from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
     from dwh_pipelines.L1_raw_layer.load import load
-    from dwh_pipelines.warehouse import layers
+    from dwh_pipelines.warehouse import check_reprocess, layers
 
     run_id = uuid.uuid4()
     with run_lock(settings), RunLog(settings, run_id) as log:
         summary = RunSummary(run_id, str(log.path))
+        ensure_ledger(settings)
+        if reprocess:  # a mistyped or rejected id stops the run before anything changes
+            check_reprocess(settings, reprocess)
 
         def stage_progress(name: str) -> Callable[[int, int], None] | None:
             return (lambda done, total: progress(name, done, total)) if progress else None
 
-        # DDL before the two hops run side by side: concurrent CREATE … IF NOT EXISTS of the
-        # same table can collide in the catalog
-        ensure_ledger(settings)
+        # (the ledger's DDL above: the two hops run side by side below, and concurrent
+        # CREATE … IF NOT EXISTS of the same table can collide in the catalog)
         handoff = _Handoff()
         outcome: dict[str, Any] = {}
         started = time.monotonic()

@@ -31,6 +31,7 @@ from dwh_pipelines.warehouse import (
     apply_presentation,
     ensure_layer,
     layer_named,
+    reject_batch,
     run_layer,
 )
 from strata.db import connect
@@ -335,6 +336,24 @@ def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
     summary = run(settings, reprocess=(batch,))
     assert summary.stages["staging"]["batches"] >= 1
     assert summary.stages["dwh"]["rows_in"] > 0  # it really went through every layer
+    assert checksums(settings) == before
+
+    # a mistyped id, or a rejected batch, stops the run before anything changes
+    def runs_and_raw_loads() -> tuple[int, int]:
+        with connect(settings, "raw_db") as conn:
+            return conn.execute(
+                "select count(*), (select max(load_seq) from raw.events) from audit.etl_runs"
+            ).fetchone()
+
+    untouched = runs_and_raw_loads()
+    with pytest.raises(StrataError, match=r"--reprocess: no raw batch deadbeef; nothing was run"):
+        run(settings, full_refresh=True, reprocess=(batch, "deadbeef"))
+    reject_batch(settings, batch, "a test")
+    with pytest.raises(
+        StrataError, match=rf"--reprocess: batch {batch} is rejected \(a test\)\. A rejected"
+    ):
+        run(settings, reprocess=(batch,))
+    assert runs_and_raw_loads() == untouched
     assert checksums(settings) == before
 
 
