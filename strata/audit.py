@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 import strata
 from strata.db import connect
-from strata.settings import Settings
+from strata.settings import DATABASES, Settings
 
 AUDIT_DDL = """
 create table if not exists audit.etl_runs (
@@ -111,6 +111,26 @@ class StepStats:
             self.data_min_at = low
         if high is not None and (self.data_max_at is None or high > self.data_max_at):
             self.data_max_at = high
+
+
+ABANDONED = "the process ended before this step finished (killed?); found by a later run"
+
+
+def close_abandoned_steps(settings: Settings) -> int:
+    """Steps still ``running`` when a run takes the run lock were left by a process that died
+    (a kill, a crash of the machine): mark them failed, so that the audit says so. Returns
+    how many."""
+    closed = 0
+    for db in DATABASES:
+        with connect(settings, db, autocommit=True) as conn:
+            if conn.execute("select to_regclass('audit.etl_runs')").fetchone()[0] is None:
+                continue  # not initialized yet: nothing ran there
+            closed += conn.execute(
+                "update audit.etl_runs set status = 'failed', ended_at = now(), error = %s"
+                " where status = 'running'",
+                (ABANDONED,),
+            ).rowcount
+    return closed
 
 
 @contextmanager

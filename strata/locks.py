@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
+from strata.audit import close_abandoned_steps
 from strata.db import connect
 from strata.errors import StrataError
 from strata.settings import Settings
@@ -25,6 +26,7 @@ def run_lock(settings: Settings) -> Iterator[None]:
         if not got:
             raise StrataError("another strata run holds the run lock; wait for it to finish")
         try:
+            close_abandoned_steps(settings)  # no other run can be at work now
             yield
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))

@@ -17,6 +17,7 @@ import pytest
 
 from datalake_pipelines.L1_raw_layer.ingest import ensure_ledger, ingest
 from datalake_pipelines.source_simulator import QUARANTINE_KINDS, SimulationConfig, simulate
+from strata.audit import ABANDONED
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.locks import RUN_LOCK_KEY
@@ -239,7 +240,18 @@ def test_sigkill_then_rerun_equals_one_clean_run(
         "run", home=warehouse.home, env={**_env(warehouse), "STRATA_FAULT": fault}, check=False
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with connect(warehouse, "raw_db") as conn:
+        left = conn.execute(
+            "select layer, step from audit.etl_runs where status = 'running' order by 1"
+        ).fetchall()
+    assert left  # the killed process could not say how its step ended
     run_cli("run", home=warehouse.home, env=_env(warehouse))
+    with connect(warehouse, "raw_db") as conn:  # the rerun did, before it began
+        assert conn.execute(
+            "select layer, step, error from audit.etl_runs where status = 'running'"
+            " or error = %s order by 1",
+            (ABANDONED,),
+        ).fetchall() == [(layer, step, ABANDONED) for layer, step in left]
     crashed = _checksum(warehouse)
     # the same source in a clean installation state, one run
     reset_databases(warehouse)
