@@ -45,7 +45,7 @@ import yaml
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from strata.audit import audited_step
+from strata.audit import audited_step, last_full_refresh, record_full_refresh
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
 from strata.faults import checkpoint
@@ -205,6 +205,7 @@ class LayerResult:
     checks: list[CheckResult] = field(default_factory=list)
     watermark: tuple[int, int] = (0, 0)
     details: dict = field(default_factory=dict)
+    full_refresh: bool = False
 
 
 # ---------------------------------------------------------------- declarations
@@ -708,6 +709,28 @@ def _watermark(conn: psycopg.Connection, layer: Layer) -> int:
     return int(value)
 
 
+def _unfinished_full_refresh(settings: Settings, layer: Layer) -> str | None:
+    """Why this layer must run as a full refresh though not asked to: the layer upstream
+    published a full refresh (which may have removed rows: a rejected batch) that this one has
+    not followed — the run that did it was killed or stopped before reaching it. None if not."""
+    with connect(settings, layer.upstream.database) as up:
+        upstream = last_full_refresh(up, layer.upstream.layer)
+    if upstream is None:
+        return None
+    with connect(settings, layer.database) as conn:
+        mine = last_full_refresh(conn, layer.name)
+        try:
+            watermark = _watermark(conn, layer)
+        except psycopg.errors.UndefinedColumn:  # a layer that never ran
+            watermark = 0
+    if upstream[0] <= max(watermark, (mine[1] or 0) if mine else 0):
+        return None
+    return (
+        f"{layer.upstream.layer} published a full refresh that {layer.name} has not followed"
+        " (the run that began it stopped before); this run finishes it"
+    )
+
+
 def _upstream_batches(
     up: psycopg.Connection, layer: Layer, low: int
 ) -> tuple[list[tuple[str, str | None, int, int]], list[str]]:
@@ -1187,6 +1210,10 @@ def run_layer(
     """Transfer, build, gate and publish one layer (see the module docstring)."""
     result = LayerResult(layer.name)
     prefix = layer.name
+    if not full_refresh and (unfinished := _unfinished_full_refresh(settings, layer)):
+        log.event(f"{prefix}.full_refresh", reason=unfinished)
+        full_refresh = True
+    result.full_refresh = full_refresh
     with (
         audited_step(
             settings,
@@ -1278,6 +1305,16 @@ def run_layer(
                 clock,
                 deadline,
                 rebuild,
+            )
+        if full_refresh:  # committed with it: the layers below follow it, or finish it
+            upstream = last_full_refresh(up, layer.upstream.layer)
+            up.commit()
+            record_full_refresh(
+                conn,
+                layer=layer.name,
+                seq=seq,
+                upstream_seq=upstream[0] if upstream else None,
+                run_id=run_id,
             )
         checkpoint(f"{prefix}.publish")
         conn.commit()

@@ -194,6 +194,50 @@ def applied_batches(conn: psycopg.Connection, layer: str) -> set[str]:
     }
 
 
+FULL_REFRESHES_DDL = """
+create table if not exists audit.full_refreshes (
+    layer text not null,
+    seq bigint not null,
+    upstream_seq bigint,
+    run_id uuid not null,
+    refreshed_at timestamptz not null default now()
+);
+comment on table audit.full_refreshes is
+  'Each full refresh a layer published: its seq (the publish or load sequence value every row
+   of it is at or above) and the full refresh of the layer upstream that it followed. A layer
+   below that has not followed the latest one finishes it on its next run.';
+"""
+
+
+def record_full_refresh(
+    conn: psycopg.Connection,
+    *,
+    layer: str,
+    seq: int,
+    upstream_seq: int | None,
+    run_id: uuid.UUID,
+) -> None:
+    """Call inside the transaction that publishes the full refresh."""
+    conn.execute(FULL_REFRESHES_DDL)
+    conn.execute(
+        "insert into audit.full_refreshes (layer, seq, upstream_seq, run_id)"
+        " values (%s, %s, %s, %s)",
+        (layer, seq, upstream_seq, run_id),
+    )
+
+
+def last_full_refresh(conn: psycopg.Connection, layer: str) -> tuple[int, int | None] | None:
+    """(seq, upstream seq) of ``layer``'s latest full refresh in this database, if any."""
+    if conn.execute("select to_regclass('audit.full_refreshes')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        "select seq, upstream_seq from audit.full_refreshes where layer = %s"
+        " order by seq desc limit 1",
+        (layer,),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
 def record_batch(
     conn: psycopg.Connection,
     *,

@@ -267,13 +267,15 @@ def run_command(
     )
     for name in ("staging", "semantic", "dwh"):
         stage = summary.stages[name]
-        if not stage["batches"]:
+        if not stage["batches"] and not stage.get("full_refresh"):
             out.print(f"{name + ':':9} nothing new")
             continue
         written = ", ".join(f"{t} {n:,}" for t, n in stage["rows_out"].items())
         removed = ", ".join(f"{k}={v:,}" for k, v in sorted(stage["removed"].items()) if v)
         out.print(
-            f"{name + ':':9} {stage['batches']} batches, {stage['rows_in']:,} rows in -> {written};"
+            f"{name + ':':9} {stage['batches']} batches"
+            + (" (a full refresh)" if stage.get("full_refresh") else "")
+            + f", {stage['rows_in']:,} rows in -> {written};"
             f" {stage['checks']} checks passed in {stage['seconds']} s"
             + (f"; removed: {removed}" if removed else "")
             + (f"; warnings: {', '.join(stage['warnings'])}" if stage["warnings"] else "")

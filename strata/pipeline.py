@@ -241,6 +241,7 @@ def _layer_stage(
         "rows_out": result.rows_out,
         "removed": result.details.get("removed", {}),
         "rebuilt": result.details.get("rebuilt", []),
+        "full_refresh": result.full_refresh,
         "checks": len(result.checks),
         "warnings": [f"{c.table}.{c.name}" for c in result.checks if c.status == "warn"],
         "seconds": round(time.monotonic() - began, 2),

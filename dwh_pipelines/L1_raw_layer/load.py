@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from datalake_pipelines.L1_raw_layer.ingest import EVENTS, ensure_ledger
-from strata.audit import audited_step, record_batch
+from strata.audit import audited_step, record_batch, record_full_refresh
 from strata.concurrency import ordered_map
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
@@ -109,6 +109,13 @@ def _groups(batches: Iterable[Batch], group_rows: int) -> Iterator[list[Batch]]:
         yield group
 
 
+def _next_load_seq(conn: psycopg.Connection) -> int:
+    (seq,) = conn.execute(
+        sql.SQL("select nextval({})").format(sql.Literal(f"{SCHEMA}.load_seq"))
+    ).fetchone()
+    return int(seq)
+
+
 def _copy_group(
     conn: psycopg.Connection, group: list[Batch], run_id: uuid.UUID, result: LoadResult
 ) -> list[pa.Table]:
@@ -116,9 +123,7 @@ def _copy_group(
     columns = [*EVENTS.column_names, "load_seq"]
     pg_types = [*(c.pg_type for c in EVENTS.columns), "int8"]
     with conn.transaction():
-        (seq,) = conn.execute(
-            sql.SQL("select nextval({})").format(sql.Literal(f"{SCHEMA}.load_seq"))
-        ).fetchone()
+        seq = _next_load_seq(conn)
         loaded = [t for _, _, t in group if t is not None and t.num_rows]
         if loaded:
             stamped = [
@@ -203,6 +208,11 @@ def load(
                     )
                 )
             conn.execute("delete from audit.batches where layer = %s", (LAYER,))
+            # every row reloaded gets a load_seq above this one: staging, when it has not
+            # read past it, finishes this full refresh on its next run
+            record_full_refresh(
+                conn, layer=LAYER, seq=_next_load_seq(conn), upstream_seq=None, run_id=run_id
+            )
             # no commit: the emptying commits with the first reloaded group
 
         def apply(batches: Iterable[Batch], total: int | None, group_rows: int) -> None:

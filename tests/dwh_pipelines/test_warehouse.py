@@ -274,6 +274,43 @@ def test_sigkill_in_each_hop_then_rerun_equals_a_clean_run(
     assert checksums(settings) == clean_checksums
 
 
+@pytest.mark.parametrize("fault", ["raw.after_commit", "semantic.publish", "dwh.build"])
+def test_a_full_refresh_cut_short_is_finished_by_the_next_run(
+    empty: Settings, tmp_path: Path, fault: str
+) -> None:
+    """A batch is set aside, then the full refresh that removes its rows is killed part way:
+    the next plain run finishes it in the layers that had not followed, so that prod is what
+    a full refresh gives (before, those layers kept the batch's rows and the answer moved)."""
+    settings = loaded(
+        empty, tmp_path / "source", organizations=2, vehicles=4, minutes=10, seed=12, defects=True
+    )
+    with connect(settings, "raw_db") as conn:
+        (batch,) = conn.execute(
+            "select batch_id from audit.batches where layer = 'raw' and rows > 0"
+            " order by batch_id limit 1"
+        ).fetchone()
+    reject_batch(settings, batch, "set aside by the test")
+    env = {"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url}
+    killed = run_cli(
+        "run", "--full-refresh", home=settings.home, env={**env, "STRATA_FAULT": fault},
+        check=False,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    finished = run(settings)
+    resumed = checksums(settings)
+    run(settings, full_refresh=True)
+    assert checksums(settings) == resumed
+    continued = [s for s in ("staging", "semantic", "dwh") if finished.stages[s]["full_refresh"]]
+    assert (
+        continued
+        == {
+            "raw.after_commit": ["staging", "semantic", "dwh"],
+            "semantic.publish": ["semantic", "dwh"],
+            "dwh.build": ["dwh"],
+        }[fault]
+    )
+
+
 def test_runs_move_only_what_is_new(empty: Settings, tmp_path: Path) -> None:
     everything = tmp_path / "all"
     simulate_fleet(everything, organizations=3, vehicles=30, minutes=120, seed=12)
