@@ -1416,6 +1416,13 @@ def layer_status(conn: psycopg.Connection, name: str) -> dict:
                     (name, latest[0]),
                 )
             ]
+            # a failed gate stays the latest until new data is checked: say when the layer
+            # has run cleanly since (e.g. the bad batch rejected, nothing new to check)
+            (clean_since,) = conn.execute(
+                "select max(ended_at) from audit.etl_runs where layer = %s and step = 'publish'"
+                " and status = 'success' and ended_at > %s",
+                (name, latest[1]),
+            ).fetchone()
             checks = {
                 "run_id": str(latest[0]),
                 "at": latest[1].isoformat(),
@@ -1423,6 +1430,7 @@ def layer_status(conn: psycopg.Connection, name: str) -> dict:
                 "warn": by_status.get("warn", 0),
                 "fail": by_status.get("fail", 0),
                 "not_passing": failing,
+                "clean_run_since": clean_since.isoformat() if clean_since else None,
             }
     conn.commit()
     return {

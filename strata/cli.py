@@ -70,6 +70,11 @@ def status(
         out.print_json(json.dumps(info))
     else:
         _print_status(info)
+    unreachable = [db for db, d in info["databases"].items() if d.get("error")] + [
+        layer for layer, counts in info.get("layers", {}).items() if "error" in counts
+    ]
+    if unreachable:  # printed above; the exit status is for scripts and health checks
+        raise typer.Exit(1)
 
 
 def _print_status(info: dict) -> None:
@@ -101,9 +106,15 @@ def _print_status(info: dict) -> None:
         if checks := counts.get("checks"):
             state = "[red]failing[/red]" if checks["fail"] else "[green]passing[/green]"
             bad = f": {', '.join(checks['not_passing'])}" if checks["not_passing"] else ""
+            since = (
+                f" (the layer has run without failing since, at {checks['clean_run_since']},"
+                " with nothing new to check)"
+                if checks["fail"] and checks.get("clean_run_since")
+                else ""
+            )
             out.print(
                 f"  {'':<15}   checks {state} at {checks['at']}: {checks['pass']} pass,"
-                f" {checks['warn']} warn, {checks['fail']} fail{bad}",
+                f" {checks['warn']} warn, {checks['fail']} fail{bad}{since}",
                 soft_wrap=True,
             )
         for table, changes in counts.get("not_as_declared", {}).items():

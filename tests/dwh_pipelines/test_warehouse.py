@@ -218,6 +218,9 @@ def test_a_failing_check_blocks_publishing_and_a_later_good_run_proceeds(
         home=settings.home,
         env={"STRATA_SOURCE_URL": settings.source_url, "STRATA_LAKE_URL": settings.lake_url},
     )
+    assert run(settings).stages["staging"]["batches"] == 0  # nothing new to check
+    status = " ".join(run_cli("status", home=settings.home).stdout.split())
+    assert "stg_events.operating_period_has_window (1) (the layer has run without failing" in status
     simulate_fleet(
         tmp_path / "more", vehicles=3, minutes=5, seed=6, start=datetime(2019, 6, 1, 9, tzinfo=UTC)
     )

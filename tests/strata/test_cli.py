@@ -73,6 +73,9 @@ def test_commands_without_services_fail_with_one_line(tmp_path) -> None:  # type
     result = run_cli("sql", "raw_db", "select 1", home=tmp_path / "never-up", check=False)
     assert result.returncode == 1
     assert "strata up" in result.stderr and "Traceback" not in result.stderr
+    status = run_cli("status", home=tmp_path / "never-up", check=False)
+    assert status.returncode == 1  # what is unreachable is printed; scripts see the status
+    assert "raw_db" in status.stdout and "Traceback" not in status.stderr
 
 
 def test_an_s3_endpoint_out_of_reach_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
