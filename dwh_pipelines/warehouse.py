@@ -788,8 +788,9 @@ def check_reprocess(settings: Settings, batch_ids: Sequence[str]) -> None:
         _check_reprocess(raw, batch_ids)
 
 
-def reject_batch(settings: Settings, batch_id: str, reason: str) -> None:
-    """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw)."""
+def reject_batch(settings: Settings, batch_id: str, reason: str) -> str | None:
+    """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw).
+    Returns the reason it was set aside with before, if it already was."""
     with connect(settings, "raw_db") as conn:
         conn.execute(REJECTED_DDL)
         known = conn.execute(
@@ -797,12 +798,16 @@ def reject_batch(settings: Settings, batch_id: str, reason: str) -> None:
         ).fetchone()
         if not known:
             raise StrataError(f"no raw batch {batch_id!r} (see raw_db audit.batches)")
+        earlier = conn.execute(
+            "select reason from audit.rejected_batches where batch_id = %s", (batch_id,)
+        ).fetchone()
         conn.execute(
             "insert into audit.rejected_batches (batch_id, reason) values (%s, %s)"
             " on conflict (batch_id) do update set reason = excluded.reason",
             (batch_id, reason),
         )
         conn.commit()
+    return earlier[0] if earlier else None
 
 
 def _transfer(

@@ -85,6 +85,8 @@ def admin_connection(settings: Settings, db: str) -> Iterator[psycopg.Connection
     try:
         conn = connect(settings, db, admin=True)
     except StrataError as exc:
+        if settings.embedded_pg:  # the embedded server's superuser is Strata's own: not a setting
+            raise
         raise StrataError(f"{exc}; {hint}") from exc
     with conn:
         (superuser,) = conn.execute(

@@ -321,8 +321,12 @@ def reject_batch_command(
     """Set a raw batch aside: the warehouse layers skip it from now on (it stays in raw_db)."""
     from dwh_pipelines.warehouse import reject_batch
 
-    reject_batch(_settings(), batch_id, reason)
-    out.print(f"batch {batch_id} set aside ({reason}); the next run skips it")
+    if (earlier := reject_batch(_settings(), batch_id, reason)) is not None:
+        out.print(
+            f"batch {batch_id} was already set aside ({earlier}); its reason is now: {reason}"
+        )
+    else:
+        out.print(f"batch {batch_id} set aside ({reason}); the next run skips it")
 
 
 def _utc(option: str, value: str | None) -> datetime | None:

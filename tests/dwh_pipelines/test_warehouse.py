@@ -388,7 +388,8 @@ def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
     untouched = runs_and_raw_loads()
     with pytest.raises(StrataError, match=r"--reprocess: no raw batch deadbeef; nothing was run"):
         run(settings, full_refresh=True, reprocess=(batch, "deadbeef"))
-    reject_batch(settings, batch, "a test")
+    assert reject_batch(settings, batch, "a first test") is None
+    assert reject_batch(settings, batch, "a test") == "a first test"  # said, not silent
     with pytest.raises(
         StrataError, match=rf"--reprocess: batch {batch} is rejected \(a test\)\. A rejected"
     ):

@@ -73,6 +73,9 @@ def test_commands_without_services_fail_with_one_line(tmp_path) -> None:  # type
     result = run_cli("sql", "raw_db", "select 1", home=tmp_path / "never-up", check=False)
     assert result.returncode == 1
     assert "strata up" in result.stderr and "Traceback" not in result.stderr
+    governance = run_cli("governance", "check", home=tmp_path / "never-up", check=False)
+    assert governance.returncode == 1 and "strata up" in governance.stderr
+    assert "STRATA_PG_ADMIN_DSN" not in governance.stderr  # no setting to fix when embedded
     status = run_cli("status", home=tmp_path / "never-up", check=False)
     assert status.returncode == 1  # what is unreachable is printed; scripts see the status
     assert "raw_db" in status.stdout and "Traceback" not in status.stderr
