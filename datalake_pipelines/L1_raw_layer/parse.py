@@ -190,11 +190,17 @@ def _parse_line(raw: bytes, *, truncated: bool) -> tuple[tuple, dict | None]:
             raw.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise Reject("invalid_utf8", f"not UTF-8 at byte {bad.start}") from None
+        # lines ended by CR alone (old Mac style) read as one long line: say so
+        cr = (
+            "; it holds a carriage return (CR): lines must end with LF or CRLF"
+            if b"\r" in raw
+            else ""
+        )
         if truncated:
             raise Reject(
-                "truncated_line", f"last line has no newline and is cut off: {exc}"
+                "truncated_line", f"last line has no newline and is cut off: {exc}{cr}"
             ) from None
-        raise Reject("malformed_json", str(exc)) from None
+        raise Reject("malformed_json", f"{exc}{cr}") from None
     if not isinstance(obj, dict):
         raise Reject("not_an_object", f"a JSON {type(obj).__name__}, not an object")
     if NUL in raw and _holds_nul(obj):

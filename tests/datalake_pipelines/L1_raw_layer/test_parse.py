@@ -147,6 +147,10 @@ def test_empty_truncated_and_non_utf8_objects() -> None:
     assert complete_without_newline.accepted == 2
     latin1 = _same("é".encode("latin-1") * 3 + b"\n" + UPDATE.encode() + b"\n")
     assert [q.reason for q in latin1.quarantined] == ["invalid_utf8"]
+    # lines ended by CR alone are one line to a JSON-lines reader: the reason says why
+    cr_only = _same(UPDATE.encode() + b"\r" + UPDATE.encode() + b"\r")
+    assert [q.reason for q in cr_only.quarantined] == ["truncated_line"]
+    assert "carriage return (CR): lines must end with LF or CRLF" in cr_only.quarantined[0].detail
 
 
 def test_invalid_utf8_inside_a_string_is_quarantined() -> None:
