@@ -709,20 +709,22 @@ def _watermark(conn: psycopg.Connection, layer: Layer) -> int:
     return int(value)
 
 
-def _unfinished_full_refresh(settings: Settings, layer: Layer) -> str | None:
+def _unfinished_full_refresh(
+    conn: psycopg.Connection, up: psycopg.Connection, layer: Layer
+) -> str | None:
     """Why this layer must run as a full refresh though not asked to: the layer upstream
     published a full refresh (which may have removed rows: a rejected batch) that this one has
     not followed — the run that did it was killed or stopped before reaching it. None if not."""
-    with connect(settings, layer.upstream.database) as up:
-        upstream = last_full_refresh(up, layer.upstream.layer)
+    upstream = last_full_refresh(up, layer.upstream.layer)
+    up.commit()
     if upstream is None:
         return None
-    with connect(settings, layer.database) as conn:
-        mine = last_full_refresh(conn, layer.name)
-        try:
-            watermark = _watermark(conn, layer)
-        except psycopg.errors.UndefinedColumn:  # a layer that never ran
-            watermark = 0
+    mine = last_full_refresh(conn, layer.name)
+    try:
+        watermark = _watermark(conn, layer)
+    except psycopg.errors.UndefinedColumn:  # a layer that never ran
+        watermark = 0
+    conn.rollback()
     if upstream[0] <= max(watermark, (mine[1] or 0) if mine else 0):
         return None
     return (
@@ -1215,10 +1217,6 @@ def run_layer(
     """Transfer, build, gate and publish one layer (see the module docstring)."""
     result = LayerResult(layer.name)
     prefix = layer.name
-    if not full_refresh and (unfinished := _unfinished_full_refresh(settings, layer)):
-        log.event(f"{prefix}.full_refresh", reason=unfinished)
-        full_refresh = True
-    result.full_refresh = full_refresh
     with (
         audited_step(
             settings,
@@ -1234,6 +1232,11 @@ def run_layer(
         connect(settings, layer.database) as conn,
         connect(settings, layer.upstream.database) as up,
     ):
+        if not full_refresh and (unfinished := _unfinished_full_refresh(conn, up, layer)):
+            log.event(f"{prefix}.full_refresh", reason=unfinished)
+            full_refresh = True
+            stats.load_type = "full_refresh"
+        result.full_refresh = full_refresh
         with waiting_at_most(conn, settings, "prod", f"{layer.name}: preparing its tables"):
             rebuild = ensure_layer(conn, layer, full_refresh=full_refresh)
         if rebuild:

@@ -105,6 +105,7 @@ class StepStats:
     data_max_at: datetime | None = None
     previous_watermark: str | None = None
     details: dict = field(default_factory=dict)
+    load_type: str | None = None  # when the step found it must run otherwise than it began
 
     def widen(self, low: datetime | None, high: datetime | None) -> None:
         if low is not None and (self.data_min_at is None or low < self.data_min_at):
@@ -166,7 +167,8 @@ def audited_step(
             conn.execute(
                 "update audit.etl_runs set ended_at = %s, status = %s, rows_in = %s,"
                 " rows_out = %s, rows_rejected = %s, data_min_at = %s, data_max_at = %s,"
-                " previous_watermark = %s, error = %s, details = %s"
+                " previous_watermark = %s, error = %s, details = %s,"
+                " load_type = coalesce(%s, load_type)"
                 " where run_id = %s and layer = %s and step = %s and target = %s",
                 (
                     datetime.now(UTC),
@@ -179,6 +181,7 @@ def audited_step(
                     stats.previous_watermark,
                     error,
                     Jsonb(stats.details),
+                    stats.load_type,
                     run_id,
                     layer,
                     step,

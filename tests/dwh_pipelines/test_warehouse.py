@@ -304,14 +304,20 @@ def test_a_full_refresh_cut_short_is_finished_by_the_next_run(
     run(settings, full_refresh=True)
     assert checksums(settings) == resumed
     continued = [s for s in ("staging", "semantic", "dwh") if finished.stages[s]["full_refresh"]]
-    assert (
-        continued
-        == {
-            "raw.after_commit": ["staging", "semantic", "dwh"],
-            "semantic.publish": ["semantic", "dwh"],
-            "dwh.build": ["dwh"],
-        }[fault]
-    )
+    expected = {
+        "raw.after_commit": ["staging", "semantic", "dwh"],
+        "semantic.publish": ["semantic", "dwh"],
+        "dwh.build": ["dwh"],
+    }
+    assert continued == expected[fault]
+    audited = []
+    for layer in ("staging", "semantic", "dwh"):
+        with connect(settings, f"{layer}_db") as conn:
+            audited += conn.execute(
+                "select layer from audit.etl_runs where run_id = %s and load_type = 'full_refresh'",
+                (finished.run_id,),
+            ).fetchall()
+    assert [layer for (layer,) in audited] == continued  # and the audit says so
 
 
 def test_runs_move_only_what_is_new(empty: Settings, tmp_path: Path) -> None:
