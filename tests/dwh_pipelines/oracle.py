@@ -9,6 +9,11 @@ by location.at (ties: lat, lng); distance(V, P) = sum of haversine distances (R 
 between consecutive updates, skipping a segment when either end lies inside one of V's breaks
 [break_start.at, matching break_end.at] (a break without its end yet is open-ended). Pairs
 with at least one update count; the answer per period is the mean over its vehicles.
+
+Where §5 leaves it open, the rules docs/architecture.md writes down ("The answer's definition,
+in detail"): a vehicle is on break from a break_start until the next break_end (a start while
+on break, an end while not, change nothing; at one instant a start comes first); a period is
+deleted when its latest create/delete is a delete (a delete wins at one instant).
 """
 
 from __future__ import annotations
@@ -86,14 +91,14 @@ def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 def average_distance_per_period(lines: Iterable[bytes]) -> dict[str, tuple[int, float]]:
     """{operating period id: (vehicles counted, average distance km)} for live periods."""
     created: dict[str, tuple[float, str, float, float]] = {}
-    deleted: set[str] = set()
+    deleted: dict[str, float] = {}  # period: its latest delete
     updates: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
     break_events: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for event in _valid_events(lines):
         data, at = event["data"], _ts(event["at"])
         if event["on"] == "operating_period":
             if event["event"] == "delete":
-                deleted.add(data["id"])
+                deleted[data["id"]] = max(at, deleted.get(data["id"], at))
             elif data["id"] not in created or at > created[data["id"]][0]:
                 created[data["id"]] = (
                     at,
@@ -114,20 +119,22 @@ def average_distance_per_period(lines: Iterable[bytes]) -> dict[str, tuple[int, 
 
     breaks: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for vehicle, events in break_events.items():
-        events.sort()
-        starts = [t for t, kind in events if kind == "break_start"]
-        ends = [t for t, kind in events if kind == "break_end"]
-        for i, start in enumerate(starts):
-            following = starts[i + 1] if i + 1 < len(starts) else math.inf
-            matching = [e for e in ends if start <= e < following]
-            breaks[vehicle].append((start, min(matching) if matching else math.inf))
+        began: float | None = None  # the open break's start, while on break
+        for t, kind in sorted(events, key=lambda e: (e[0], e[1] == "break_end")):
+            if kind == "break_start" and began is None:
+                began = t
+            elif kind == "break_end" and began is not None:
+                breaks[vehicle].append((began, t))
+                began = None
+        if began is not None:
+            breaks[vehicle].append((began, math.inf))
 
     def in_break(vehicle: str, when: float) -> bool:
         return any(start <= when <= end for start, end in breaks.get(vehicle, ()))
 
     answer: dict[str, tuple[int, float]] = {}
-    for period, (_, org, start, finish) in created.items():
-        if period in deleted:
+    for period, (created_at, org, start, finish) in created.items():
+        if deleted.get(period, -math.inf) >= created_at:
             continue
         distances = []
         for (update_org, vehicle), points in updates.items():

@@ -126,6 +126,84 @@ def test_answer_equals_an_independent_computation(
     assert deleted > 0 and not set(got) & _deleted_ids(settings)
 
 
+def _event(kind: str, on: str, at: str, entity: str, org: str, **data: object) -> bytes:
+    """One source line, written by hand."""
+    body = {"event": kind, "on": on, "at": f"2019-06-01T{at}Z", "organization_id": org}
+    return json.dumps({**body, "data": {"id": entity, **data}}).encode()
+
+
+def _track(vehicle: str, org: str, minutes: range) -> list[bytes]:
+    """One update a minute from 10:01, moving north-east."""
+    return [
+        _event(
+            "update", "vehicle", f"10:{m:02d}:00.000", vehicle, org,
+            location={"lat": 52.5 + m / 1000, "lng": 13.4 + m / 1000, "at": f"2019-06-01T10:{m:02d}:00.000Z"},
+        )  # fmt: skip
+        for m in minutes
+    ]
+
+
+def _period(kind: str, at: str, period: str, org: str) -> bytes:
+    return _event(
+        kind, "operating_period", at, period, org,
+        start="2019-06-01T10:00:00.000Z", finish="2019-06-01T10:30:00.000Z",
+    )  # fmt: skip
+
+
+def test_the_answer_on_edge_cases_the_simulator_does_not_make(
+    empty: Settings, tmp_path: Path
+) -> None:
+    """Breaks started twice, a period created again after its delete, a vehicle deregistered
+    before it registered, and a break start that arrives late inside a closed break: the
+    published answer equals the independent computation, run by run."""
+    source = tmp_path / "source"
+    source.mkdir()
+    first = [
+        # a second break_start before the break_end (a retry): one break, 10:02-10:06
+        _period("create", "09:00:00.000", "op_a", "org_a"),
+        _event("break_start", "vehicle", "10:02:00.000", "v_a", "org_a"),
+        _event("break_start", "vehicle", "10:04:00.000", "v_a", "org_a"),
+        _event("break_end", "vehicle", "10:06:00.000", "v_a", "org_a"),
+        *_track("v_a", "org_a", range(1, 13)),
+        # created, deleted, created again: live
+        _period("create", "09:00:00.000", "op_b", "org_b"),
+        _period("delete", "09:10:00.000", "op_b", "org_b"),
+        _period("create", "09:20:00.000", "op_b", "org_b"),
+        *_track("v_b", "org_b", range(1, 5)),
+        # deregistered before it registered: registered, and no gate fails
+        _period("create", "09:00:00.000", "op_c", "org_c"),
+        _event("deregister", "vehicle", "09:00:00.000", "v_c", "org_c"),
+        _event("register", "vehicle", "09:30:00.000", "v_c", "org_c"),
+        *_track("v_c", "org_c", range(1, 4)),
+        # a closed break, 10:02:30-10:04:30; its late retry comes in the second file
+        _period("create", "09:00:00.000", "op_d", "org_d"),
+        _event("break_start", "vehicle", "10:02:30.000", "v_d", "org_d"),
+        _event("break_end", "vehicle", "10:04:30.000", "v_d", "org_d"),
+        *_track("v_d", "org_d", range(1, 11)),
+    ]
+    (source / "2019-06-01-10-00-0-events.json").write_bytes(b"\n".join(first) + b"\n")
+    settings = warehouse_settings(empty, source)
+    run(settings)
+    assert_answer_is(settings, average_distance_per_period(source_lines(source)))
+    late = _event("break_start", "vehicle", "10:03:30.000", "v_d", "org_d")
+    (source / "2019-06-01-09-00-0-events.json").write_bytes(late + b"\n")
+    run(settings)
+    expected = average_distance_per_period(source_lines(source))
+    assert_answer_is(settings, expected)
+    # what the rules give here, beyond agreeing with each other
+    assert set(expected) == {"op_a", "op_b", "op_c", "op_d"}
+    assert all(avg > 0 for _, avg in expected.values())
+    with connect(settings, "semantic_db") as conn:
+        assert conn.execute(
+            "select lifecycle_status, deregistered_at from prod.mdm_vehicles"
+            " where vehicle_id = 'v_c'"
+        ).fetchone() == ("registered", None)
+        assert conn.execute(
+            "select break_start_at::time::text, break_end_at::time::text"
+            " from prod.mdm_vehicle_breaks order by vehicle_id, break_start_at"
+        ).fetchall() == [("10:02:00", "10:06:00"), ("10:02:30", "10:04:30")]
+
+
 def _deleted_ids(settings: Settings) -> set[str]:
     with connect(settings, "dwh_db") as conn:
         return {

@@ -1,18 +1,23 @@
 -- All breaks of the vehicles with new lifecycle/break events, from their whole history.
-with events as (
-    select entity_id as vehicle_id, event_name, event_at
+-- A vehicle is on break from a break_start until the next break_end: a break_start while it
+-- is on break already (a retry, an overlap) changes nothing, and so does a break_end while
+-- it is not. At one instant a break_start comes before a break_end.
+with ordered as (
+    select entity_id as vehicle_id, event_name, event_at,
+           lag(event_name) over w as previous_name,
+           row_number() over w as position
     from dev.in_vehicle_history
     where event_name in ('break_start', 'break_end')
+    window w as (partition by entity_id
+                 order by event_at, event_name = 'break_end', event_key)
 ),
 starts as (
-    select vehicle_id, event_at as break_start_at,
-           lead(event_at) over (partition by vehicle_id order by event_at) as next_start_at
-    from events
-    where event_name = 'break_start'
+    select vehicle_id, event_at as break_start_at, position
+    from ordered
+    where event_name = 'break_start' and previous_name is distinct from 'break_start'
 )
 select s.vehicle_id, s.break_start_at,
-       (select min(e.event_at) from events as e
+       (select min(e.event_at) from ordered as e
         where e.vehicle_id = s.vehicle_id and e.event_name = 'break_end'
-          and e.event_at >= s.break_start_at
-          and (s.next_start_at is null or e.event_at < s.next_start_at)) as break_end_at
+          and e.position > s.position) as break_end_at
 from starts as s

@@ -9,15 +9,22 @@ with touched as (
      except
      select vehicle_id from prod.mdm_vehicles)
 ),
-lifecycle as (
+events as (
     select entity_id as vehicle_id,
            min(event_at) filter (where event_name = 'register') as registered_at,
-           max(event_at) filter (where event_name = 'deregister') as deregistered_at,
+           max(event_at) filter (where event_name = 'register') as last_registered_at,
+           max(event_at) filter (where event_name = 'deregister') as last_deregistered_at,
            (array_agg(organization_id order by event_at, event_key)
                filter (where event_name = 'register'))[1] as registered_organization_id
     from dev.in_vehicle_history
     where event_name in ('register', 'deregister')
     group by entity_id
+),
+lifecycle as (  -- deregistered only while no register came after (at one instant: deregistered)
+    select vehicle_id, registered_at, registered_organization_id,
+           case when last_registered_at is null or last_deregistered_at >= last_registered_at
+                then last_deregistered_at end as deregistered_at
+    from events
 ),
 first_at as (  -- hashed: a sort of every vehicle event cost twice as much
     select entity_id, min(event_at) as event_at
