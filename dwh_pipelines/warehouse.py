@@ -728,8 +728,8 @@ def _unfinished_full_refresh(
     if upstream[0] <= max(watermark, (mine[1] or 0) if mine else 0):
         return None
     return (
-        f"{layer.upstream.layer} published a full refresh that {layer.name} has not followed"
-        " (the run that began it stopped before); this run finishes it"
+        f"{layer.upstream.layer} published a full refresh (at {upstream[0]}) that {layer.name}"
+        " has not followed yet; this run follows it"
     )
 
 
@@ -769,14 +769,14 @@ def _check_reprocess(raw: psycopg.Connection, batch_ids: Sequence[str]) -> None:
         )
     }
     if missing := sorted(set(batch_ids) - known):
-        raise StrataError(f"--reprocess: no raw batch {', '.join(missing)}; nothing was run")
+        raise ConfigError(f"--reprocess: no raw batch {', '.join(missing)}; nothing was run")
     if raw.execute("select to_regclass('audit.rejected_batches')").fetchone()[0]:
         if rejected := raw.execute(
             "select batch_id, reason from audit.rejected_batches where batch_id = any(%s)"
             " order by 1",
             (list(batch_ids),),
         ).fetchall():
-            raise StrataError(
+            raise ConfigError(
                 "--reprocess: "
                 + "; ".join(f"batch {b} is rejected ({why})" for b, why in rejected)
                 + ". A rejected batch is skipped by every layer; nothing was run"

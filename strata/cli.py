@@ -70,9 +70,11 @@ def status(
         out.print_json(json.dumps(info))
     else:
         _print_status(info)
-    unreachable = [db for db, d in info["databases"].items() if d.get("error")] + [
-        layer for layer, counts in info.get("layers", {}).items() if "error" in counts
-    ]
+    unreachable = (
+        [name for name, svc in info["services"].items() if svc.get("running") is False]
+        + [db for db, d in info["databases"].items() if d.get("error")]
+        + [layer for layer, counts in info.get("layers", {}).items() if "error" in counts]
+    )
     if unreachable:  # printed above; the exit status is for scripts and health checks
         raise typer.Exit(1)
 

@@ -40,10 +40,10 @@ class Deadline:
         self.ends = time.monotonic() + seconds
         self._limit()
 
-    def _limit(self) -> None:
-        """The next statement waits for any one lock at most the time left (1 ms once none
-        is: a lock not free at once then fails at once)."""
-        left_ms = max(1, int((self.ends - time.monotonic()) * 1000))
+    def _limit(self, at_least_ms: int = 1) -> None:
+        """The next statement waits for any one lock at most the time left (``at_least_ms``
+        once none is: with 1, a lock not free at once then fails at once)."""
+        left_ms = max(at_least_ms, int((self.ends - time.monotonic()) * 1000))
         self.conn.execute(
             sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{left_ms}ms"))
         )
@@ -58,7 +58,9 @@ class Deadline:
                     sql.Identifier(schema, table)
                 )
             )
-        self._limit()
+        # the block's other statements rarely wait (a view being dropped, say): the time
+        # left, but not so little that a moment's wait fails the publish
+        self._limit(at_least_ms=1000)
 
 
 @contextmanager

@@ -258,7 +258,8 @@ def s3_client(settings: Settings) -> S3Client:
 
 def s3_failure(exc: BaseException) -> str | None:
     """One line for an S3 client failure (no endpoint, no credentials, a refusal), found on
-    ``exc`` or the exceptions that caused it; None when it is not one."""
+    ``exc`` or the exceptions it was raised from; None when it is not one (then the caller's
+    traceback stays)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -274,10 +275,13 @@ def s3_failure(exc: BaseException) -> str | None:
                 " (or STRATA_S3_SECRET_ACCESS_KEY_FILE), or AWS credentials the usual way"
             )
         if isinstance(seen, EndpointConnectionError):
-            return f"S3: {seen} (set by STRATA_S3_ENDPOINT_URL)"
+            return (
+                f"S3: {seen} (an external endpoint is STRATA_S3_ENDPOINT_URL; the embedded one"
+                " starts with `strata up`)"
+            )
         if isinstance(seen, BotoCoreError | ClientError):
             return f"S3: {seen}"
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return None
 
 

@@ -172,6 +172,11 @@ def run_stage(
         return found
     with run_lock(settings), RunLog(settings, run_id) as log:
         began = time.monotonic()
+        if reprocess:  # every stage of a DAG run is given them: the first one stops it
+            from dwh_pipelines.warehouse import check_reprocess
+
+            ensure_ledger(settings)
+            check_reprocess(settings, reprocess)
         if stage == "lake":
             ensure_ledger(settings)
             result = ingest(settings, run_id, log)

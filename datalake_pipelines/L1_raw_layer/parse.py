@@ -203,10 +203,19 @@ def _parse_line(raw: bytes, *, truncated: bool) -> tuple[tuple, dict | None]:
         raise Reject("malformed_json", f"{exc}{cr}") from None
     if not isinstance(obj, dict):
         raise Reject("not_an_object", f"a JSON {type(obj).__name__}, not an object")
-    if NUL in raw and _holds_nul(obj):
-        raise Reject(
-            "nul_character", "a string holds \\u0000 (U+0000), which PostgreSQL text cannot store"
-        )
+    try:
+        if NUL in raw and _holds_nul(obj):
+            raise Reject(
+                "nul_character",
+                "a string holds \\u0000 (U+0000), which PostgreSQL text cannot store",
+            )
+        return _fields(raw, obj)
+    except RecursionError:
+        raise Reject("malformed_json", "nested too deeply to be read") from None
+
+
+def _fields(raw: bytes, obj: dict) -> tuple[tuple, dict | None]:
+    """The contract's fields of a line read as ``obj``, and its extra fields."""
     event = obj.get("event")
     on = obj.get("on")
     if event is None or on is None:
@@ -386,9 +395,11 @@ def _fast_rows(
     for name, values in _unknown_fields(table, data, location):
         present = pc.is_valid(values)
         checks.append(present)
-        if values.null_count:
+        if values.null_count:  # a line naming it (a key written with escapes: any backslash)
             maybe = (
-                pc.match_substring(lines(), f'"{name}"') if _plain_key(name) else pa.scalar(True)
+                pc.or_(pc.match_substring(lines(), f'"{name}"'), pc.match_substring(lines(), "\\"))
+                if _plain_key(name)
+                else pa.scalar(True)
             )
             checks.append(pc.and_(pc.invert(present), maybe))
     suspect = checks[0]

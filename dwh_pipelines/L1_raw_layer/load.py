@@ -215,13 +215,15 @@ def load(
             )
             # no commit: the emptying commits with the first reloaded group
 
+        def tally() -> None:
+            stats.rows_in = stats.rows_out = result.rows_loaded
+            stats.details = {"batches": result.batches_loaded}
+
         def apply(batches: Iterable[Batch], total: int | None, group_rows: int) -> None:
             done = 0
             for group in _groups(batches, group_rows):
                 loaded = _copy_group(conn, group, run_id, result)
-                # committed: a step that fails later still records what it loaded
-                stats.rows_in = stats.rows_out = result.rows_loaded
-                stats.details = {"batches": result.batches_loaded}
+                tally()  # committed: a step that fails later still records what it loaded
                 checkpoint("raw.after_commit")
                 for table in loaded:
                     profiler.add(table)
@@ -254,4 +256,5 @@ def load(
             stats=stats,
             log=log,
         )
+        tally()
     return result

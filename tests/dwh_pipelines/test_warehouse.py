@@ -36,7 +36,7 @@ from dwh_pipelines.warehouse import (
 )
 from strata.db import connect
 from strata.errors import ConfigError, StrataError
-from strata.pipeline import run
+from strata.pipeline import run, run_stage
 from strata.runlog import RunLog
 from strata.settings import Settings
 from strata.tables import column_differences, declared_columns, table_columns
@@ -470,12 +470,14 @@ def test_full_refresh_and_reprocess_rebuild_the_same_warehouse(
             ).fetchone()
 
     untouched = runs_and_raw_loads()
-    with pytest.raises(StrataError, match=r"--reprocess: no raw batch deadbeef; nothing was run"):
+    with pytest.raises(ConfigError, match=r"--reprocess: no raw batch deadbeef; nothing was run"):
         run(settings, full_refresh=True, reprocess=(batch, "deadbeef"))
+    with pytest.raises(ConfigError, match=r"--reprocess: no raw batch deadbeef"):
+        run_stage(settings, "lake", reprocess=("deadbeef",))  # an Airflow task's first stage
     assert reject_batch(settings, batch, "a first test") is None
     assert reject_batch(settings, batch, "a test") == "a first test"  # said, not silent
     with pytest.raises(
-        StrataError, match=rf"--reprocess: batch {batch} is rejected \(a test\)\. A rejected"
+        ConfigError, match=rf"--reprocess: batch {batch} is rejected \(a test\)\. A rejected"
     ):
         run(settings, reprocess=(batch,))
     assert runs_and_raw_loads() == untouched

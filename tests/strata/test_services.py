@@ -52,6 +52,8 @@ def test_up_down_up_keeps_data_and_leaves_no_process(server_home: Path) -> None:
         assert processes_mentioning(str(settings.home)) == []
         assert not any(port_accepts(p) for p in ports)
         assert down(settings) == []  # nothing left to stop
+        stopped = run_cli("status", home=settings.home, check=False)
+        assert stopped.returncode == 1 and "stopped" in stopped.stdout  # for health checks
 
         up(settings)
         with connect(settings, "raw_db") as conn:

@@ -69,6 +69,8 @@ def _same(data: bytes):  # type: ignore[no-untyped-def]
         # U+0000 (written \u0000): PostgreSQL text cannot store it, in a field or in `extra`
         (_line(data__id="v\x00x"), "nul_character"),
         (_line(note="a\x00b"), "nul_character"),
+        # deeper than a reader goes: refused, not a crash of the whole object
+        (UPDATE[:-1].encode() + b', "deep": ' + b"[" * 1000 + b"]" * 1000 + b"}", "malformed_json"),
     ],
 )
 def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) -> None:
@@ -124,16 +126,24 @@ def test_unknown_fields_are_kept_null_or_not_with_numbers_as_written() -> None:
         UPDATE.replace(
             '"org-1"', '"org-1", "order": 123456789012345678901234567890, "r": 1.50'
         ).encode(),
+        UPDATE.replace('"org-1"', '"org-1", "batt\\u0065ry": null').encode(),  # an escaped key
     ]
     parsed = _same(b"\n".join(lines) + b"\n")
-    assert parsed.accepted == 4
+    assert parsed.accepted == 5
     assert parsed.table["extra"].to_pylist() == [
         '{"note":null}',
         None,
         '{"data.location.acc":null,"note":"x"}',
         '{"order":123456789012345678901234567890,"r":1.50}',
+        '{"battery":null}',
     ]
-    assert parsed.drift_fields == {"note": 2, "data.location.acc": 1, "order": 1, "r": 1}
+    assert parsed.drift_fields == {
+        "note": 2,
+        "data.location.acc": 1,
+        "order": 1,
+        "r": 1,
+        "battery": 1,
+    }
     # the same lines, each alone in its object: the same rows
     for line, extra in zip(lines, parsed.table["extra"].to_pylist(), strict=True):
         assert _same(line + b"\n").table["extra"].to_pylist() == [extra]
