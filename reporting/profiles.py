@@ -26,7 +26,7 @@ import pandas as pd
 from psycopg import sql
 
 from strata.db import connect
-from strata.errors import StrataError
+from strata.errors import NotReady
 from strata.settings import Settings
 from strata.tables import TableSpec
 
@@ -76,7 +76,7 @@ def sample(settings: Settings, table: MainTable, rows: int = SAMPLE_ROWS) -> pd.
             "select reltuples from pg_class where oid = to_regclass(%s)", (name,)
         ).fetchone()
         if found is None:
-            raise StrataError(f"{table.qualified} does not exist; run the pipeline first")
+            raise NotReady(f"{table.qualified} does not exist; run the pipeline first")
         estimate = found[0]
         if estimate < 0:  # never analyzed: ANALYZE reads a bounded sample itself
             conn.execute(sql.SQL("analyze {}").format(relation))

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 
 from strata.db import connect
-from strata.errors import StrataError
+from strata.errors import NotReady, StrataError
 from strata.settings import Settings
 
 STATEMENT_TIMEOUT_MS = 60_000
@@ -56,7 +56,7 @@ def _view(settings: Settings, view: str) -> Iterator[psycopg.Connection]:
     """A dwh_db connection, after checking that ``reporting.<view>`` exists."""
     with _open(settings, "dwh_db") as conn:
         if not _has(conn, f"reporting.{view}"):
-            raise StrataError(
+            raise NotReady(
                 f"dwh_db has no view reporting.{view};"
                 " run the pipeline (`strata run`) before `strata report`"
             )

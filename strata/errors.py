@@ -9,5 +9,10 @@ class ConfigError(StrataError):
     """A ``STRATA_*`` setting is missing or invalid."""
 
 
+class NotReady(StrataError):
+    """What a step reads is not there yet (run the pipeline first): retrying soon finds it
+    missing again."""
+
+
 class ServiceError(StrataError):
     """An embedded service could not be started, reached or stopped."""

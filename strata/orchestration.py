@@ -63,7 +63,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     # a stage is a transaction (or a series of them), so a retry finishes what failed
     "retries": 2,
     "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,  # 1 min, then 2 min
+    "retry_exponential_backoff": 2.0,  # 1-2 min, then 2-4 min (Airflow adds jitter)
     "max_retry_delay": timedelta(minutes=15),
     "on_failure_callback": alert_failure,
 }
@@ -86,14 +86,15 @@ DAG_DEFAULTS: dict[str, Any] = {
 def run_stage_for_airflow(stage: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """Run one stage for a task; its small summary (counts, batch ids) becomes the XCom.
 
-    A failed quality gate or bad settings fail the task at once: a retry would meet the same
-    data or the same configuration again. Anything else (a server away, the run lock held by
-    another run) is retried with backoff.
+    A failed quality gate, bad settings or input that is not there yet (reports before the
+    pipeline ever ran) fail the task at once: a retry would meet the same data, configuration
+    or emptiness again. Anything else (a server away, the run lock held by another run) is
+    retried with backoff.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
     from dwh_pipelines.warehouse import GateFailed
-    from strata.errors import ConfigError
+    from strata.errors import ConfigError, NotReady
     from strata.pipeline import run_stage
     from strata.settings import load_settings
 
@@ -106,7 +107,7 @@ def run_stage_for_airflow(stage: str, context: Mapping[str, Any]) -> dict[str, A
             full_refresh=bool(params.get("full_refresh", False)),
             reprocess=tuple(params.get("reprocess") or ()),
         )
-    except (GateFailed, ConfigError) as exc:
+    except (GateFailed, ConfigError, NotReady) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 

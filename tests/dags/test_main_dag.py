@@ -156,3 +156,23 @@ def test_a_failed_gate_fails_the_run_at_the_gate_keeps_prod_and_mails_once(
         "staging_db: staging stg_events.operating_period_has_window — 1 offending rows",
     ):
         assert expected in body, f"{expected!r} not in\n{body}"
+
+
+def test_a_task_whose_input_is_not_there_yet_fails_at_once(
+    services: Settings, task_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Reports before the pipeline ever ran: a retry would find raw.events missing again."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from strata.orchestration import run_stage_for_airflow
+
+    settings = warehouse_settings(services, tmp_path / "source")
+    reset_databases(settings)
+    with connect(settings, "raw_db") as conn:
+        conn.execute("drop table if exists raw.events")
+    task_environment.setenv("STRATA_HOME", str(settings.home))
+    context = {"params": {}, "dag": SimpleNamespace(dag_id="test_reports_dag"), "run_id": "r1"}
+    with pytest.raises(AirflowFailException, match=r"NotReady: .* run the pipeline"):
+        run_stage_for_airflow("reports", context)
