@@ -104,7 +104,12 @@ begin
     return;
   end if;
   select string_agg(case when a.attname = any(precise)
+                              and a.atttypid in ('float8'::regtype, 'float4'::regtype,
+                                                 'numeric'::regtype)
                          then format('round(s.%1$I::numeric, {dec})::float8 as %1$I', a.attname)
+                         when a.attname = any(precise)  -- not a number (e.g. json): withheld
+                         then format('null::%s as %I', format_type(a.atttypid, a.atttypmod),
+                                     a.attname)
                          else format('s.%I', a.attname) end, ', ' order by a.attnum)
     into sel
     from pg_attribute as a where a.attrelid = rel and a.attnum > 0 and not a.attisdropped;

@@ -112,8 +112,12 @@ def _prepared(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             )
         if column.name.endswith("_sk"):  # a hashed surrogate key: an identifier, not a number
             frame[column.name] = values.map(lambda v: None if v is None else str(v))
-        if column.sensitivity in COARSEN_DECIMALS:
-            frame[column.name] = pd.to_numeric(values).round(COARSEN_DECIMALS[column.sensitivity])
+        if column.sensitivity in COARSEN_DECIMALS:  # numbers rounded; anything else withheld
+            frame[column.name] = (
+                pd.to_numeric(values).round(COARSEN_DECIMALS[column.sensitivity])
+                if column.type in ("float8", "float4", "numeric")
+                else None
+            )
     return frame
 
 

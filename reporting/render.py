@@ -255,6 +255,9 @@ def render_reports(
     """
     folder = reports_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
+    # the path report draws precise coordinates: the folder is its owner's alone (a team that
+    # serves the reports decides who else may read them)
+    folder.chmod(0o700)
     generated = datetime.now(UTC)
     _write(folder / PLOTLY_BUNDLE, get_plotlyjs())  # once, shared by every page
     reports = []

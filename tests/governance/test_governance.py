@@ -28,7 +28,7 @@ from strata.settings import DATABASES, Settings
 from tests.dwh_pipelines.fleets import simulate_fleet, warehouse_settings
 from tests.support import reset_databases, run_cli
 
-PRECISE = ("location_lat", "location_lng")
+PRECISE = ("location_lat", "location_lng", "extra")  # extra: unknown fields may be coordinates
 LAYERS = ("staging_db", "semantic_db", "dwh_db")
 # role -> database -> schemas it reads (ARCHITECTURE §6); seniors create in every sandbox
 READS = {

@@ -5,6 +5,7 @@ screenshot shows plotted data in every plot area. Screenshots are kept (folder p
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_render_writes_every_report_with_one_plotly_bundle(
     assert paths[0] == folder / "index.html"
     assert [p.stem for p in paths[1:]] == [*PAGES, *PROFILES]
     assert all(p.is_file() for p in paths)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # precise paths: the owner's alone
     assert sorted(p.name for p in folder.glob("*.js")) == [PLOTLY_BUNDLE]  # once, beside them
     assert not list(folder.glob("*.tmp"))
     for name in PAGES:
