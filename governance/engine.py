@@ -242,14 +242,11 @@ def server_differences(
                     where,
                     f"{member} is a member of {role} (only {pipeline} may be a member of"
                     f" {owner}; group roles are members of nothing)",
-                    (
-                        sql.SQL("revoke {} from {}").format(
-                            sql.Identifier(role), sql.Identifier(member)
-                        ),
-                    ),
+                    (_revoke_membership(role, member),),
                     first=True,
                 )
             )
+    found += _people_differences(conn, group_names, where)
     settings = conn.execute(
         "select s.setconfig from pg_db_role_setting as s join pg_roles as r on r.oid = s.setrole"
         " where r.rolname = %s and s.setdatabase = 0",
@@ -268,6 +265,62 @@ def server_differences(
                 ),
             )
         )
+    return found
+
+
+def _revoke_membership(role: str, member: str) -> sql.Composable:
+    return sql.SQL("revoke {} from {}").format(sql.Identifier(role), sql.Identifier(member))
+
+
+def _people_differences(
+    conn: psycopg.Connection, group_names: set[str], where: str
+) -> list[Difference]:
+    """People (login roles in a group role) belong to one group role and nothing else, with
+    no attribute beyond LOGIN: a grant of another role (``pg_read_all_data``, a senior group)
+    or CREATEROLE would reach past the group's privileges."""
+    found: list[Difference] = []
+    for person, privileged, memberships in conn.execute(
+        "select r.rolname::text, r.rolsuper or r.rolcreatedb or r.rolcreaterole"
+        " or r.rolreplication or r.rolbypassrls,"
+        " array(select pg_get_userbyid(m.roleid)::text from pg_auth_members as m"
+        "       where m.member = r.oid order by 1)"
+        " from pg_roles as r where r.rolcanlogin and exists (select 1 from pg_auth_members as m"
+        "   where m.member = r.oid and pg_get_userbyid(m.roleid) = any(%s)) order by 1",
+        (sorted(group_names),),
+    ).fetchall():
+        if privileged:
+            found.append(
+                Difference(
+                    where,
+                    f"{person} (a person) has superuser/createdb/createrole/replication/bypassrls",
+                    (
+                        sql.SQL(
+                            "alter role {} nosuperuser nocreatedb nocreaterole noreplication"
+                            " nobypassrls"
+                        ).format(sql.Identifier(person)),
+                    ),
+                    first=True,
+                )
+            )
+        groups = [m for m in memberships if m in group_names]
+        for other in (m for m in memberships if m not in group_names):
+            found.append(
+                Difference(
+                    where,
+                    f"{person} (a person in {', '.join(groups)}) is a member of {other} (a"
+                    " person belongs to one group role, nothing else)",
+                    (_revoke_membership(other, person),),
+                    first=True,
+                )
+            )
+        if len(groups) > 1:  # which one is meant is not for apply to guess
+            found.append(
+                Difference(
+                    where,
+                    f"{person} is a member of {', '.join(groups)} (a person belongs to one group"
+                    f" role): `strata governance remove-user {person}`, then add-user again",
+                )
+            )
     return found
 
 

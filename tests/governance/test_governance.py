@@ -428,7 +428,24 @@ def test_check_names_a_hand_broken_grant_and_apply_repairs_it(governed: dict) ->
         "prod.fct_vehicle_location_updates.location_lat: junior_data_scientist has SELECT"
         in broken.stdout
     )
+    # people too: one group role, nothing else, no attribute beyond LOGIN
+    junior = f"{DEMO_PREFIX}junior_data_analyst"
+    with connect(settings, "dwh_db", admin=True, autocommit=True) as conn:
+        conn.execute(f"grant pg_read_all_data to {junior}")
+        conn.execute(f"alter role {junior} createrole createdb")
+    people = run_cli("governance", "check", home=settings.home, check=False).stdout
+    assert f"{junior} (a person in junior_data_analyst) is a member of pg_read_all_data" in people
+    assert f"{junior} (a person) has superuser/createdb/createrole" in people
     run_cli("governance", "apply", home=settings.home)
+    with connect(settings, "dwh_db", admin=True, autocommit=True) as conn:
+        conn.execute(f"grant senior_data_analyst to {junior}")  # which group is meant? not apply's
+        two = run_cli("governance", "check", home=settings.home, check=False)
+        conn.execute(f"revoke senior_data_analyst from {junior}")
+    assert two.returncode == 1
+    assert (
+        f"{junior} is a member of junior_data_analyst, senior_data_analyst (a person belongs to"
+        in " ".join(two.stdout.split())
+    )
     fixed = run_cli("governance", "check", home=settings.home)
     print("\n" + fixed.stdout)
     assert "junior_data_analyst     yes      -          r~         r~" in fixed.stdout
