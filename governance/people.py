@@ -99,6 +99,31 @@ def add_user(
     return Person(name, group, password if generated else None)
 
 
+CLEAR_GRANTS = """
+do $strata$
+declare relation text; routine text; grantee text;
+begin
+  for relation in select c.oid::regclass::text from pg_class as c
+                  where c.relowner = {person}::regrole and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+  loop
+    execute format('revoke all on table %s from public', relation);
+    for grantee in select distinct pg_get_userbyid(x.grantee) from pg_class as c,
+                   aclexplode(c.relacl) as x
+                   where c.oid = relation::regclass and x.grantee not in (0, c.relowner)
+    loop
+      execute format('revoke all on table %s from %I', relation, grantee);
+    end loop;
+  end loop;
+  for routine in select p.oid::regprocedure::text from pg_proc as p
+                 where p.proowner = {person}::regrole and p.prokind in ('f', 'p')
+  loop
+    execute format('revoke all on routine %s from public', routine);
+    execute format('alter routine %s security invoker', routine);
+  end loop;
+end $strata$
+"""
+
+
 def remove_user(settings: Settings, name: str, *, decl: Declaration | None = None) -> list[str]:
     """Revoke and drop a person; returns what was done, one line per step."""
     decl = decl or load_declaration()
@@ -118,6 +143,10 @@ def remove_user(settings: Settings, name: str, *, decl: Declaration | None = Non
                 )
     for db in DATABASES:
         with admin_connection(settings, db) as conn:
+            # the person's own grants on their objects (to PUBLIC, to colleagues) would stay,
+            # granted by the owner role once the objects are its; a SECURITY DEFINER routine
+            # would run as the owner role: both go before the objects change hands
+            conn.execute(sql.SQL(CLEAR_GRANTS).format(person=sql.Literal(name)))
             conn.execute(
                 sql.SQL("reassign owned by {} to {}").format(
                     sql.Identifier(name), sql.Identifier(decl.owner)

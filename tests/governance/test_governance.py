@@ -330,7 +330,25 @@ def test_wrong_password_unknown_and_removed_users_are_refused(
     )
     with _as(settings, "dwh_db", "gov_temp_person", "correct horse battery staple") as conn:
         conn.execute("create table sandbox.gov_temp_work (x int)")
+        # grants of the person's own, and a routine that would run as its owner
+        conn.execute("grant select on sandbox.gov_temp_work to public, junior_data_analyst")
+        conn.execute(
+            "create function sandbox.gov_temp_fn() returns int language sql security definer"
+            " return 1"
+        )
     result = run_cli("governance", "remove-user", "gov_temp_person", home=home)
+    with connect(settings, "dwh_db", admin=True) as conn:
+        acl, definer, public_execute = conn.execute(
+            "select (select relacl::text from pg_class where oid = 'sandbox.gov_temp_work'::regclass),"
+            " prosecdef, has_function_privilege('public', p.oid, 'execute')"
+            " from pg_proc as p where p.oid = 'sandbox.gov_temp_fn()'::regprocedure"
+        ).fetchone()
+    assert acl in (
+        None,
+        "{strata_owner=arwdDxtm/strata_owner}",
+        "{strata_owner=arwdDxt/strata_owner}",
+    )
+    assert definer is False and public_execute is False  # left to no one, running as no one
     assert "dropped role gov_temp_person" in result.stderr
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         _as(settings, "dwh_db", "gov_temp_person", "correct horse battery staple")
