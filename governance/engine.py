@@ -449,6 +449,52 @@ def database_differences(
             want_col = want_cols.get(col, {})
             if have_col != want_col:
                 found += _grant_diff(db, f"{label}.{col}", _column(rel, col), want_col, have_col)
+    # -- sandboxes: what people share is theirs to decide, but PUBLIC holds nothing there
+    # either (not on a relation, not by default privileges)
+    sandboxes = [s for s in schemas if decl.sandbox(db, s)]
+    for schema, name, privileges in conn.execute(
+        "select n.nspname::text, c.relname::text, string_agg(distinct x.privilege_type, ', ')"
+        " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace,"
+        " aclexplode(c.relacl) as x where n.nspname = any(%s) and x.grantee = 0"
+        " group by 1, 2 order by 1, 2",
+        (sandboxes,),
+    ).fetchall():
+        found.append(
+            Difference(
+                db,
+                f"{schema}.{name}: PUBLIC has {privileges} (PUBLIC holds nothing anywhere)",
+                (
+                    sql.SQL("revoke all on table {} from public").format(
+                        sql.Identifier(schema, name)
+                    ),
+                ),
+                first=True,
+            )
+        )
+    for role, schema, kind in conn.execute(
+        "select pg_get_userbyid(d.defaclrole)::text, n.nspname::text, d.defaclobjtype::text"
+        " from pg_default_acl as d join pg_namespace as n on n.oid = d.defaclnamespace,"
+        " aclexplode(d.defaclacl) as x where n.nspname = any(%s) and x.grantee = 0"
+        " group by 1, 2, 3 order by 1, 2, 3",
+        (sandboxes,),
+    ).fetchall():
+        objects = {"r": "tables", "S": "sequences", "f": "functions", "T": "types"}.get(kind)
+        if objects is None:
+            continue
+        found.append(
+            Difference(
+                db,
+                f"schema {schema}: {role}'s default privileges grant {objects} to PUBLIC"
+                " (PUBLIC holds nothing anywhere)",
+                (
+                    sql.SQL(
+                        "alter default privileges for role {} in schema {} revoke all on {}"
+                        " from public"
+                    ).format(sql.Identifier(role), sql.Identifier(schema), sql.SQL(objects)),
+                ),
+                first=True,
+            )
+        )
     # -- the coarse views exist (their content is the trigger function's business)
     if coarse_views:
         existing_views = {

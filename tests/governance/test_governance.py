@@ -446,6 +446,21 @@ def test_check_names_a_hand_broken_grant_and_apply_repairs_it(governed: dict) ->
         "prod.fct_vehicle_location_updates.location_lat: junior_data_scientist has SELECT"
         in broken.stdout
     )
+    # a person's sandbox: shared with whom they like, but never with PUBLIC
+    with connect(settings, "dwh_db", admin=True, autocommit=True) as conn:
+        conn.execute("create table sandbox.gov_shared (x int)")
+        conn.execute("grant select on sandbox.gov_shared to public")
+        conn.execute(
+            "alter default privileges for role senior_data_analyst in schema sandbox"
+            " grant select on tables to public"
+        )
+    shared = " ".join(
+        run_cli("governance", "check", home=settings.home, check=False).stdout.split()
+    )
+    assert "sandbox.gov_shared: PUBLIC has SELECT (PUBLIC holds nothing anywhere)" in shared
+    assert (
+        "schema sandbox: senior_data_analyst's default privileges grant tables to PUBLIC" in shared
+    )
     # people too: one group role, nothing else, no attribute beyond LOGIN
     junior = f"{DEMO_PREFIX}junior_data_analyst"
     with connect(settings, "dwh_db", admin=True, autocommit=True) as conn:
@@ -465,5 +480,7 @@ def test_check_names_a_hand_broken_grant_and_apply_repairs_it(governed: dict) ->
         in " ".join(two.stdout.split())
     )
     fixed = run_cli("governance", "check", home=settings.home)
+    with connect(settings, "dwh_db", admin=True, autocommit=True) as conn:
+        conn.execute("drop table sandbox.gov_shared")
     print("\n" + fixed.stdout)
     assert "junior_data_analyst     yes      -          r~         r~" in fixed.stdout
