@@ -881,10 +881,11 @@ def _reading(
 
 
 def _first_waited_for(settings: Settings, database: str, tables: Sequence[str]) -> str:
-    """Wait (at most 30 s) until a session waits for a lock on one of ``prod``'s ``tables``:
-    that table."""
+    """Wait until a session waits for a lock on one of ``prod``'s ``tables`` (asked again
+    every 10 ms, for at most 30 s): that table."""
+    deadline = time.monotonic() + 30
     with connect(settings, database, autocommit=True) as watcher:
-        for _ in range(3000):
+        while time.monotonic() < deadline:
             row = watcher.execute(
                 "select c.relname::text from pg_locks as l join pg_class as c on c.oid = l.relation"
                 " where not l.granted and c.relnamespace = 'prod'::regnamespace"
@@ -893,7 +894,7 @@ def _first_waited_for(settings: Settings, database: str, tables: Sequence[str]) 
             ).fetchone()
             if row:
                 return str(row[0])
-            time.sleep(0.01)
+            threading.Event().wait(0.01)
     raise AssertionError(f"nothing waited for {', '.join(tables)} in 30 s")
 
 
@@ -951,11 +952,13 @@ def test_a_publish_waits_for_its_tables_at_most_the_lock_timeout_in_all(
     held = ("dim_date", "fct_vehicle_operating_periods")
     readers: dict[str, psycopg.Connection] = {}
     waits: list[tuple[str, float]] = []  # (table the publish waited for first, when)
+    publish_ended = threading.Event()
 
     def let_the_first_waited_for_go() -> None:
         first = _first_waited_for(settings, "dwh_db", held)
         waits.append((first, time.monotonic()))
-        time.sleep(0.8 * timeout)
+        # that reader holds on for 0.8 of the timeout, or until the publish has ended
+        publish_ended.wait(0.8 * timeout)
         readers[first].rollback()
 
     with (
@@ -965,9 +968,12 @@ def test_a_publish_waits_for_its_tables_at_most_the_lock_timeout_in_all(
         pids = dict(zip(held, (first_pid, second_pid), strict=True))
         watcher = threading.Thread(target=let_the_first_waited_for_go)
         watcher.start()
-        with pytest.raises(StrataError, match=r"dwh: the publish waited 3 s") as failure:
-            _full_refresh(impatient, "dwh")
-        gave_up = time.monotonic()
+        try:
+            with pytest.raises(StrataError, match=r"dwh: the publish waited 3 s") as failure:
+                _full_refresh(impatient, "dwh")
+        finally:
+            gave_up = time.monotonic()
+            publish_ended.set()
         watcher.join()
         assert len(waits) == 1, "the publish never waited for a reader's table"
         first, began = waits[0]
